@@ -1,0 +1,481 @@
+"""expect_ct.loglist: the bundled Apple list, real Google v3 lists, synthetic lists, bad lists."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+import pki
+from expect_ct.loglist import InvalidLogList
+from expect_ct.loglist import Log
+from expect_ct.loglist import LogList
+from expect_ct.loglist import LogState
+from expect_ct.loglist import datetime_to_ms
+from expect_ct.loglist import ms_to_datetime
+
+UTC = datetime.UTC
+VECTORS = Path(__file__).parent / "vectors"
+GOOGLE_2026 = VECTORS / "google_all_logs_2026-06-20.json"
+GOOGLE_V50_4 = VECTORS / "google_all_logs_v50.4_2024-11-14.json"
+
+
+def b64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+# --- The bundled Apple list.
+
+
+def test_bundled_is_apples_list_with_the_snapshot_date() -> None:
+    bundled = LogList.bundled()
+    assert len(bundled) == 166
+    assert bundled.schema == "apple-v5"
+    assert bundled.version == "511"
+    assert bundled.timestamp == datetime.datetime(2026, 4, 1, tzinfo=UTC)
+    assert bundled.age(datetime.datetime(2026, 4, 11, tzinfo=UTC)) == datetime.timedelta(days=10)
+    assert bundled.extra["assetVersion"] == 32
+    assert len(bundled.operators) == 16
+    states = {state: 0 for state in LogState}
+    for log in bundled.logs.values():
+        assert log.state is not None
+        states[log.state] += 1
+    assert states[LogState.USABLE] == 51
+    assert states[LogState.READONLY] == 6
+    assert states[LogState.PENDING] == 1
+
+
+def test_bundled_is_cached_and_immutable() -> None:
+    first = LogList.bundled()
+    assert LogList.bundled() is first
+    with pytest.raises(TypeError):
+        first.logs[b"x" * 32] = next(iter(first.logs.values()))  # type: ignore[index]
+
+
+def test_bundled_file_is_the_recorded_snapshot() -> None:
+    data = resources.files("expect_ct") / "data"
+    meta = json.loads(data.joinpath("apple_log_list.meta.json").read_text(encoding="utf-8"))
+    raw = data.joinpath("apple_log_list.json").read_bytes()
+    assert hashlib.sha256(raw).hexdigest() == meta["sha256"]
+    assert meta["source_url"].startswith("https://valid.apple.com/")
+    assert (
+        LogList.bundled().extra["meta"]["captured_via"]["commit"] == meta["captured_via"]["commit"]
+    )
+
+
+def test_bundled_entries_are_complete() -> None:
+    bundled = LogList.bundled()
+    nimbus = bundled.get(b64("yzj3FYl8hKFEX1vB3fvJbvKaWc1HCmkFhbDLFMMUWOc="))
+    assert nimbus is not None
+    assert nimbus.operator == "Cloudflare"
+    assert nimbus.state is LogState.USABLE and nimbus.admissible
+    assert nimbus.url is not None and nimbus.url.startswith("https://")
+    assert nimbus.temporal_interval is not None
+    start, end = nimbus.temporal_interval
+    assert start.year == 2026 and end.year == 2027
+    assert isinstance(load_der_public_key(nimbus.key), ec.EllipticCurvePublicKey)
+    tiled = [log for log in bundled.logs.values() if log.tiled]
+    assert len(tiled) == 31
+    assert all(log.url and log.monitoring_url for log in tiled)
+    assert bundled.get(b"\x00" * 32) is None
+
+
+def test_bundled_loads_fast() -> None:
+    source = (resources.files("expect_ct") / "data" / "apple_log_list.json").read_bytes()
+    started = time.perf_counter()
+    for _ in range(5):
+        LogList.from_json(source, source="timing")
+    per_load = (time.perf_counter() - started) / 5
+    # About 5-10 ms on a laptop; the bound only catches an accidental order-of-magnitude loss.
+    assert per_load < 0.25
+
+
+# --- Real Google v3 lists.
+
+
+def test_google_v50_4_has_version_and_timestamp() -> None:
+    google = LogList.load(GOOGLE_V50_4)
+    assert google.source == str(GOOGLE_V50_4)
+    assert google.schema == "google-v3"
+    assert google.version == "50.4"
+    assert google.is_all_logs is True
+    assert google.timestamp == datetime.datetime(2024, 11, 14, 12, 55, 19, tzinfo=UTC)
+    assert google.age(datetime.datetime(2024, 11, 15, 12, 55, 19, tzinfo=UTC)) == (
+        datetime.timedelta(days=1)
+    )
+    assert len(google) == 165
+    assert sum(log.state is None for log in google.logs.values()) == 28
+    retired = [log for log in google.logs.values() if log.state is LogState.RETIRED]
+    assert len(retired) == 1 and retired[0].retired_at == retired[0].state_since
+    assert retired[0].state_since is not None and retired[0].state_since.tzinfo is not None
+
+
+def test_google_rsa_log_key() -> None:
+    google = LogList.load(GOOGLE_V50_4)
+    venafi = [log for log in google.logs.values() if log.description == "Venafi log"]
+    assert len(venafi) == 1
+    assert isinstance(load_der_public_key(venafi[0].key), rsa.RSAPublicKey)
+    assert venafi[0].operator == "Venafi"
+
+
+def test_google_2026_without_timestamp() -> None:
+    google = LogList.load(GOOGLE_2026)
+    assert google.timestamp is None
+    assert google.age(datetime.datetime(2026, 6, 20, tzinfo=UTC)) is None
+    assert len(google) == 256
+    tuscolo = google.get(b64("cX6V88I4im2x44RJPTHhWqliCHYtQgDgBQzQZ7WmYeI="))
+    assert tuscolo is not None
+    assert tuscolo.tiled and tuscolo.operator == "Geomys"
+    assert tuscolo.url is not None and tuscolo.monitoring_url is not None
+    oak = [log for log in google.logs.values() if log.description == "Let's Encrypt 'Oak2026h1'"]
+    assert oak[0].state is LogState.RETIRED
+    assert oak[0].retired_at == datetime.datetime(2026, 2, 28, tzinfo=UTC)
+    assert not oak[0].admissible
+    # The all-logs list has logs with no state at all: known, but never counted.
+    assert sum(log.state is None for log in google.logs.values()) == 61
+
+
+# --- Synthetic lists from tests/pki.py.
+
+
+@pytest.fixture(scope="module")
+def logs() -> dict[str, pki.TestLog]:
+    return {
+        "a": pki.make_log("Alpha 2026", "Alpha"),
+        "b": pki.make_log("Beta RSA", "Beta", rsa=True),
+        "c": pki.make_log("Gamma tiled", "Gamma"),
+        "d": pki.make_log("Delta", "Alpha"),
+    }
+
+
+def test_synthetic_google_list(logs: dict[str, pki.TestLog]) -> None:
+    since = datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    change = datetime.datetime(2025, 6, 1, tzinfo=UTC)
+    interval = (
+        datetime.datetime(2026, 1, 1, tzinfo=UTC),
+        datetime.datetime(2027, 1, 1, tzinfo=UTC),
+    )
+    document = pki.log_list_json(
+        [
+            pki.LogEntry(
+                logs["a"], state="qualified", state_since=since, temporal_interval=interval
+            ),
+            pki.LogEntry(logs["b"], state="retired", state_since=since),
+            pki.LogEntry(logs["c"], state=None, tiled=True, previous_operators=[("Old", change)]),
+            pki.LogEntry(logs["d"], state="readonly"),
+        ],
+        timestamp=datetime.datetime(2026, 3, 1, tzinfo=UTC),
+    )
+    parsed = LogList.from_json(document, source="synthetic")
+    assert len(parsed) == 4
+    assert parsed.timestamp == datetime.datetime(2026, 3, 1, tzinfo=UTC)
+    assert parsed.operators == ("Alpha", "Beta", "Gamma")
+    alpha = parsed.get(logs["a"].log_id)
+    assert alpha == Log(
+        log_id=logs["a"].log_id,
+        key=logs["a"].public_der,
+        description="Alpha 2026",
+        operator="Alpha",
+        url="https://alpha.example/alpha2026/",
+        state=LogState.QUALIFIED,
+        state_since=since,
+        mmd=86400,
+        temporal_interval=interval,
+    )
+    beta = parsed.get(logs["b"].log_id)
+    assert beta is not None and beta.state is LogState.RETIRED and not beta.admissible
+    assert isinstance(load_der_public_key(beta.key), rsa.RSAPublicKey)
+    gamma = parsed.get(logs["c"].log_id)
+    assert gamma is not None and gamma.tiled and gamma.state is None and gamma.state_since is None
+    assert gamma.previous_operators == (("Old", change),)
+    assert gamma.url == "https://gamma.example/gammatiled/"
+    assert parsed.get(logs["d"].log_id).admissible  # type: ignore[union-attr]
+    # The same document as bytes and as str parses to the same list.
+    text = json.dumps(document)
+    assert LogList.from_json(text, source="s").logs == parsed.logs
+    assert LogList.from_json(text.encode(), source="s").logs == parsed.logs
+
+
+def test_synthetic_apple_list(logs: dict[str, pki.TestLog]) -> None:
+    document = pki.log_list_json(
+        [pki.LogEntry(logs["a"]), pki.LogEntry(logs["b"], state="rejected")], schema="apple"
+    )
+    parsed = LogList.from_json(document, source="apple")
+    assert parsed.schema == "apple-v5"
+    assert parsed.timestamp is None  # Apple's lists have none; the addon decides
+    assert parsed.get(logs["a"].log_id).state is LogState.USABLE  # type: ignore[union-attr]
+    assert parsed.get(logs["b"].log_id).state is LogState.REJECTED  # type: ignore[union-attr]
+
+
+def test_load_from_file(tmp_path: Path, logs: dict[str, pki.TestLog]) -> None:
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps(pki.log_list_json([pki.LogEntry(logs["a"])])))
+    assert LogList.load(path).source == str(path)
+    assert LogList.load(str(path)).get(logs["a"].log_id) is not None
+
+
+def test_load_missing_file_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    with pytest.raises(InvalidLogList, match=r"cannot read log list .*nope\.json: No such file"):
+        LogList.load(missing)
+
+
+@pytest.mark.parametrize(
+    ("state", "admissible"),
+    [
+        ("pending", False),
+        ("qualified", True),
+        ("usable", True),
+        ("readonly", True),
+        ("retired", False),
+        ("rejected", False),
+        (None, False),
+    ],
+)
+def test_admissible_states(
+    logs: dict[str, pki.TestLog], state: str | None, admissible: bool
+) -> None:
+    parsed = LogList.from_json(
+        pki.log_list_json([pki.LogEntry(logs["a"], state=state)]), source="s"
+    )
+    log = parsed.get(logs["a"].log_id)
+    assert log is not None and log.admissible is admissible
+    assert (log.state.value if log.state else None) == state
+
+
+# --- previous_operators.
+
+
+def test_operator_at_boundaries(logs: dict[str, pki.TestLog]) -> None:
+    first_end = datetime.datetime(2024, 1, 1, tzinfo=UTC)
+    second_end = datetime.datetime(2025, 1, 1, tzinfo=UTC)
+    # Listed out of order on purpose: lookup must not depend on the JSON order.
+    document = pki.log_list_json(
+        [pki.LogEntry(logs["a"], previous_operators=[("Second", second_end), ("First", first_end)])]
+    )
+    log = LogList.from_json(document, source="s").get(logs["a"].log_id)
+    assert log is not None
+    first_ms = datetime_to_ms(first_end)
+    second_ms = datetime_to_ms(second_end)
+    assert log.operator_at(0) == "First"
+    assert log.operator_at(first_ms - 1) == "First"
+    # end_time is when the operator stopped: an SCT at that instant is the next operator's.
+    assert log.operator_at(first_ms) == "Second"
+    assert log.operator_at(second_ms - 1) == "Second"
+    assert log.operator_at(second_ms) == "Alpha"
+    assert log.operator_at(second_ms + 86_400_000) == "Alpha"
+
+
+def test_operator_at_without_history(logs: dict[str, pki.TestLog]) -> None:
+    log = LogList.from_json(pki.log_list_json([pki.LogEntry(logs["a"])]), source="s").get(
+        logs["a"].log_id
+    )
+    assert log is not None and log.operator_at(0) == "Alpha"
+
+
+def test_millisecond_conversion_is_exact() -> None:
+    moment = datetime.datetime(2026, 3, 8, 18, 3, 0, 455000, tzinfo=UTC)
+    assert datetime_to_ms(moment) == 1772992980455
+    assert ms_to_datetime(1772992980455) == moment
+
+
+# --- Malformed lists.
+
+Mutation = Callable[[dict[str, Any]], object]
+
+
+def _log0(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["operators"][0]["logs"][0]  # type: ignore[no-any-return]
+
+
+def _set(path: Callable[[dict[str, Any]], dict[str, Any]], key: str, value: object) -> Mutation:
+    def mutate(doc: dict[str, Any]) -> object:
+        path(doc)[key] = value
+        return doc
+
+    return mutate
+
+
+def _delete(path: Callable[[dict[str, Any]], dict[str, Any]], key: str) -> Mutation:
+    def mutate(doc: dict[str, Any]) -> object:
+        del path(doc)[key]
+        return doc
+
+    return mutate
+
+
+def _top(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc
+
+
+def _op0(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["operators"][0]  # type: ignore[no-any-return]
+
+
+def _duplicate_log(doc: dict[str, Any]) -> object:
+    doc["operators"][1]["logs"].append(copy.deepcopy(_log0(doc)))
+    return doc
+
+
+def _swap_log_ids(doc: dict[str, Any]) -> object:
+    other = doc["operators"][1]["logs"][0]
+    _log0(doc)["log_id"], other["log_id"] = other["log_id"], _log0(doc)["log_id"]
+    return doc
+
+
+OTHER_KEY = base64.b64encode(b"\x30\x00").decode()
+
+MALFORMED: list[tuple[str, Mutation, str]] = [
+    ("not JSON", lambda doc: b'{"operators": [', r"not valid JSON: .* line 1 column 16"),
+    ("not UTF-8", lambda doc: b"\xff\xfe{}", r"not valid JSON"),
+    ("top level array", lambda doc: [doc], r"top level: expected a JSON object, got array"),
+    ("no operators", _delete(_top, "operators"), r"missing required field 'operators'"),
+    (
+        "v2 list",
+        lambda doc: {"logs": []},
+        r"has 'logs' but no 'operators': v1/v2 lists are not supported",
+    ),
+    (
+        "operators not array",
+        _set(_top, "operators", {}),
+        r"operators: expected an array, got object",
+    ),
+    ("operator not object", _set(_top, "operators", [1]), r"operators\[0\]: expected an object"),
+    (
+        "operator without name",
+        _delete(_op0, "name"),
+        r"operators\[0\]: missing required field 'name'",
+    ),
+    (
+        "operator name number",
+        _set(_op0, "name", 7),
+        r"operators\[0\]\.name: expected a string, got number",
+    ),
+    ("missing logs", _delete(_op0, "logs"), r"operators\[0\]: missing required field 'logs'"),
+    (
+        "logs not array",
+        _set(_op0, "logs", "x"),
+        r"operators\[0\]\.logs: expected an array, got string",
+    ),
+    (
+        "tiled_logs not array",
+        _set(_op0, "tiled_logs", {}),
+        r"operators\[0\]\.tiled_logs: expected an array",
+    ),
+    (
+        "log not object",
+        _set(_op0, "logs", [None]),
+        r"operators\[0\]\.logs\[0\]: expected an object, got null",
+    ),
+    ("missing key", _delete(_log0, "key"), r"logs\[0\]: missing required field 'key'"),
+    ("missing log_id", _delete(_log0, "log_id"), r"logs\[0\]: missing required field 'log_id'"),
+    ("key not string", _set(_log0, "key", True), r"logs\[0\]\.key: expected a string, got boolean"),
+    ("bad base64 key", _set(_log0, "key", "not base64!"), r"logs\[0\]\.key: not valid base64"),
+    ("bad base64 padding", _set(_log0, "log_id", "AAA"), r"logs\[0\]\.log_id: not valid base64"),
+    ("empty key", _set(_log0, "key", ""), r"logs\[0\]\.key: is empty"),
+    (
+        "log_id not hash of key",
+        _set(_log0, "key", OTHER_KEY),
+        r"log_id: does not match SHA-256 of the key",
+    ),
+    (
+        "swapped log ids",
+        _swap_log_ids,
+        r"operators\[0\]\.logs\[0\]\.log_id: does not match SHA-256",
+    ),
+    (
+        "duplicate log",
+        _duplicate_log,
+        r"operators\[1\]\.logs\[1\]: duplicate log_id .* \(also 'Alpha 2026'\)",
+    ),
+    ("description number", _set(_log0, "description", 3), r"description: expected a string"),
+    ("url not string", _set(_log0, "url", ["x"]), r"logs\[0\]\.url: expected a string, got array"),
+    ("mmd string", _set(_log0, "mmd", "86400"), r"mmd: expected a whole number of seconds"),
+    ("mmd fraction", _set(_log0, "mmd", 1.5), r"mmd: expected a whole number of seconds"),
+    ("state not object", _set(_log0, "state", "usable"), r"state: expected an object, got string"),
+    ("empty state", _set(_log0, "state", {}), r"state: expected exactly one state, found nothing"),
+    (
+        "two states",
+        _set(_log0, "state", {"usable": {"timestamp": "2020-01-01T00:00:00Z"}, "retired": {}}),
+        r"state: expected exactly one state, found retired, usable",
+    ),
+    (
+        "unknown state",
+        _set(_log0, "state", {"frozen": {"timestamp": "2020-01-01T00:00:00Z"}}),
+        r"state: unknown log state 'frozen'",
+    ),
+    (
+        "state without timestamp",
+        _set(_log0, "state", {"usable": {}}),
+        r"state\.usable: missing required field 'timestamp'",
+    ),
+    (
+        "bad state timestamp",
+        _set(_log0, "state", {"usable": {"timestamp": "yesterday"}}),
+        r"state\.usable\.timestamp: not an RFC 3339 date-time: 'yesterday'",
+    ),
+    (
+        "naive timestamp",
+        _set(_log0, "state", {"usable": {"timestamp": "2020-01-01T00:00:00"}}),
+        r"date-time has no time zone",
+    ),
+    (
+        "temporal interval incomplete",
+        _set(_log0, "temporal_interval", {"start_inclusive": "2020-01-01T00:00:00Z"}),
+        r"temporal_interval: missing required field 'end_exclusive'",
+    ),
+    (
+        "previous operators not array",
+        _set(_log0, "previous_operators", {"name": "x"}),
+        r"previous_operators: expected an array",
+    ),
+    (
+        "previous operator without end_time",
+        _set(_log0, "previous_operators", [{"name": "x"}]),
+        r"previous_operators\[0\]: missing required field 'end_time'",
+    ),
+    (
+        "bad list timestamp",
+        _set(_top, "log_list_timestamp", 5),
+        r"log_list_timestamp: expected a string",
+    ),
+    ("is_all_logs string", _set(_top, "is_all_logs", "yes"), r"is_all_logs: expected a boolean"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [pytest.param(mutate, message, id=name) for name, mutate, message in MALFORMED],
+)
+def test_malformed_lists(logs: dict[str, pki.TestLog], mutate: Mutation, message: str) -> None:
+    document = pki.log_list_json(
+        [pki.LogEntry(logs["a"]), pki.LogEntry(logs["b"], state="retired")],
+        timestamp=datetime.datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    data = mutate(copy.deepcopy(document))
+    with pytest.raises(InvalidLogList, match=message) as excinfo:
+        LogList.from_json(data, source="my-list.json")  # type: ignore[arg-type]
+    assert str(excinfo.value).startswith("my-list.json: ")
+
+
+def test_malformed_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{"operators": [}')
+    with pytest.raises(InvalidLogList, match=r"broken\.json: not valid JSON: .* line 1 column 16"):
+        LogList.load(path)
+
+
+def test_invalid_log_list_is_a_value_error() -> None:
+    assert issubclass(InvalidLogList, ValueError)
