@@ -1,0 +1,350 @@
+"""Does a served chain end at a public root, a private (user-trusted) root, or neither?
+
+RFC 9163 section 2.4.1 lets a UA skip Expect-CT for chains ending at a user-defined trust
+anchor, and Chromium only enforced and reported for chains "issued by a known root"
+(chromium-expect-ct.md sections 3 and 5). We classify the *upstream* chain:
+
+* public: it validates to one of the public roots (certifi by default);
+* private: it validates only to a root mitmproxy was told to trust upstream
+  (ssl_verify_upstream_trusted_ca / _confdir);
+* untrusted: neither.
+
+Validation is cryptography's ``x509.verification`` (RFC 5280 path building with the CA/B
+Forum web PKI profile: SAN required, basicConstraints, key usage ...). That module is marked
+unstable by cryptography; it is only used here. Pure: no mitmproxy import.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import datetime
+import enum
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import certifi
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509 import verification
+
+logger = logging.getLogger(__name__)
+
+UTC = datetime.UTC
+
+CACHE_SIZE = 1024
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+# c_rehash / openssl rehash names (subject hash + ".N", or ".rN" for CRLs, which we skip).
+_HASHED_NAME = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
+_ROOT_FILE_SUFFIXES = (".pem", ".crt", ".cer", ".der")
+
+
+class ChainKind(enum.StrEnum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+    UNTRUSTED = "untrusted"
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    """``validated`` runs leaf first to the root (empty unless the chain validated).
+
+    ``error`` says why the chain is untrusted, or for a private chain why it is not public.
+    """
+
+    kind: ChainKind
+    validated: tuple[x509.Certificate, ...]
+    error: str | None
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    hits: int
+    misses: int
+    size: int
+    max_size: int
+
+
+# ------------------------------------------------------------------------------- root files
+
+
+def default_public_roots() -> str:
+    """Path of the PEM bundle used as public roots by default: certifi's (Mozilla's roots)."""
+    return certifi.where()
+
+
+def _parse_pem_certificates(
+    data: bytes, source: str, *, skip_invalid: bool
+) -> list[x509.Certificate]:
+    certs = []
+    for number, match in enumerate(_PEM_BLOCK.finditer(data), start=1):
+        if match.group(1) != b"CERTIFICATE":
+            continue  # keys, CRLs, "TRUSTED CERTIFICATE" (OpenSSL auxiliary format) ...
+        line = data.count(b"\n", 0, match.start()) + 1
+        try:
+            with warnings.catch_warnings():
+                # certifi ships a few roots with non-positive serial numbers; cryptography
+                # warns about them, and we cannot fix root certificates.
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                certs.append(x509.load_pem_x509_certificate(match.group(0)))
+        except ValueError as e:
+            message = f"{source}: PEM block #{number} (line {line}) is not a valid certificate: {e}"
+            if not skip_invalid:
+                raise ValueError(message) from e
+            logger.warning(f"Skipping a root: {message}")
+    return certs
+
+
+def load_pem_roots(
+    path: str | os.PathLike[str], *, skip_invalid: bool = False
+) -> list[x509.Certificate]:
+    """Every CERTIFICATE block of a PEM file; other PEM blocks are skipped.
+
+    Raises ValueError naming the file if it holds no certificate, or if a certificate block
+    does not parse (unless ``skip_invalid``: then it is skipped with a warning, which suits
+    third-party bundles such as certifi that a future cryptography may partly refuse).
+    OSError if the file cannot be read.
+    """
+    name = os.fspath(path)
+    with open(name, "rb") as f:
+        data = f.read()
+    certs = _parse_pem_certificates(data, name, skip_invalid=skip_invalid)
+    if not certs:
+        raise ValueError(f"{name}: no PEM certificate (-----BEGIN CERTIFICATE-----) found")
+    return certs
+
+
+def load_roots_dir(path: str | os.PathLike[str]) -> list[x509.Certificate]:
+    """Roots from an OpenSSL-style CA directory (ssl_verify_upstream_trusted_confdir).
+
+    Reads ``*.pem``, ``*.crt``, ``*.cer``, ``*.der`` and hashed names (``5ed36f99.0``), not
+    recursively. PEM files may hold several certificates; files without a PEM block are tried
+    as one DER certificate. A system directory holds files we do not control, so a file that
+    cannot be read or parsed is skipped with a warning. Duplicates (hash links) are removed.
+    Raises ValueError if ``path`` is not a directory.
+    """
+    directory = os.fspath(path)
+    if not os.path.isdir(directory):
+        raise ValueError(f"{directory}: not a directory")
+    roots: list[x509.Certificate] = []
+    seen: set[bytes] = set()
+    for entry in sorted(os.listdir(directory)):
+        lower = entry.lower()
+        if not (lower.endswith(_ROOT_FILE_SUFFIXES) or _HASHED_NAME.match(lower)):
+            continue
+        file = os.path.join(directory, entry)
+        if not os.path.isfile(file):
+            continue
+        try:
+            with open(file, "rb") as f:
+                data = f.read()
+            if b"-----BEGIN" in data:
+                certs = _parse_pem_certificates(data, file, skip_invalid=True)
+            else:
+                certs = [x509.load_der_x509_certificate(data)]
+        except (OSError, ValueError) as e:
+            logger.warning(f"Skipping {file} in the trusted CA directory: {e}")
+            continue
+        for cert in certs:
+            der = cert.public_bytes(serialization.Encoding.DER)
+            if der not in seen:
+                seen.add(der)
+                roots.append(cert)
+    return roots
+
+
+# ---------------------------------------------------------------------------- classification
+
+
+def _subject_for(
+    host: str | None, leaf: x509.Certificate
+) -> verification.DNSName | verification.IPAddress:
+    """The name to verify. ValueError says why there is none.
+
+    With ``host`` None the server verifier still needs a name, so we use the leaf's own first
+    SAN (DNS name, else IP address): the result then answers "is this a valid certificate for
+    the name it claims", which is what chain classification needs without a host.
+    """
+    if host is not None:
+        name = host.strip()
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]
+        try:
+            return verification.IPAddress(ipaddress.ip_address(name))
+        except ValueError:
+            pass
+        return verification.DNSName(name.rstrip(".").lower())
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise ValueError("no host given and the leaf has no subjectAltName") from None
+    dns_names = san.get_values_for_type(x509.DNSName)
+    if dns_names:
+        # A wildcard SAN stands for any one label; verify as one concrete such name.
+        first = dns_names[0]
+        return verification.DNSName("wildcard." + first[2:] if first.startswith("*.") else first)
+    addresses = san.get_values_for_type(x509.IPAddress)
+    if addresses:
+        return verification.IPAddress(addresses[0])
+    raise ValueError("no host given and the leaf's subjectAltName has no DNS name or IP address")
+
+
+def _validity_bounds(
+    certs: Sequence[x509.Certificate],
+) -> tuple[list[datetime.datetime], list[datetime.datetime]]:
+    return (
+        sorted(c.not_valid_before_utc for c in certs),
+        sorted(c.not_valid_after_utc for c in certs),
+    )
+
+
+def _position(bounds: Sequence[datetime.datetime], now: datetime.datetime) -> tuple[int, int]:
+    # Together, bisect_left and bisect_right pin down the sign of (now - t) for every t.
+    return bisect.bisect_left(bounds, now), bisect.bisect_right(bounds, now)
+
+
+class ChainClassifier:
+    """Classifies served chains; stores are built once, results cached (bounded LRU).
+
+    The cache key is the SHA-256 of every served certificate in served order, the host, and
+    where ``now`` (truncated to whole seconds, as cryptography itself does) falls relative to
+    every notBefore/notAfter of the served certificates and of all roots. Time enters
+    verification only through those comparisons, so a cached answer is reused exactly when
+    verifying again would give the same answer, and never across an expiry.
+    """
+
+    def __init__(
+        self,
+        public_roots: Sequence[x509.Certificate],
+        private_roots: Sequence[x509.Certificate] = (),
+        *,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:
+        self._public = verification.Store(list(public_roots)) if public_roots else None
+        self._private = verification.Store(list(private_roots)) if private_roots else None
+        roots = list(public_roots) + list(private_roots)
+        self._root_not_before, self._root_not_after = _validity_bounds(roots)
+        self._cache: collections.OrderedDict[tuple[object, ...], ChainResult] = (
+            collections.OrderedDict()
+        )
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+
+    def cache_info(self) -> CacheInfo:
+        with self._lock:
+            return CacheInfo(self._hits, self._misses, len(self._cache), self._cache_size)
+
+    def classify(
+        self,
+        chain: Sequence[x509.Certificate],
+        *,
+        host: str | None,
+        now: datetime.datetime | None = None,
+    ) -> ChainResult:
+        """chain[0] is the leaf, the rest as served (any order). Never raises."""
+        try:
+            moment = (now or datetime.datetime.now(UTC)).replace(microsecond=0)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            key = self._cache_key(chain, host, moment)
+        except Exception as e:  # noqa: BLE001 - hostile or malformed input
+            return ChainResult(ChainKind.UNTRUSTED, (), f"cannot read the chain: {e}")
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self._hits += 1
+                return cached
+            self._misses += 1
+        result = self._classify(chain, host, moment)
+        with self._lock:
+            self._cache[key] = result
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    def _cache_key(
+        self, chain: Sequence[x509.Certificate], host: str | None, moment: datetime.datetime
+    ) -> tuple[object, ...]:
+        digests = tuple(
+            hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).digest() for c in chain
+        )
+        served_times = tuple(
+            (
+                (moment > c.not_valid_before_utc) - (moment < c.not_valid_before_utc),
+                (moment > c.not_valid_after_utc) - (moment < c.not_valid_after_utc),
+            )
+            for c in chain
+        )
+        return (
+            digests,
+            host,
+            served_times,
+            _position(self._root_not_before, moment),
+            _position(self._root_not_after, moment),
+        )
+
+    def _classify(
+        self, chain: Sequence[x509.Certificate], host: str | None, moment: datetime.datetime
+    ) -> ChainResult:
+        if not chain:
+            return ChainResult(ChainKind.UNTRUSTED, (), "empty certificate chain")
+        try:
+            subject = _subject_for(host, chain[0])
+        except Exception as e:  # noqa: BLE001
+            return ChainResult(ChainKind.UNTRUSTED, (), str(e))
+        public_error = "no public roots configured"
+        try:
+            public = self._verifier(self._public, subject, moment)
+            private = self._verifier(self._private, subject, moment)
+        except Exception as e:  # noqa: BLE001 - cryptography refuses the name itself
+            return ChainResult(ChainKind.UNTRUSTED, (), f"cannot verify for {host!r}: {e}")
+        if public is not None:
+            validated, public_error = _verify(public, chain)
+            if validated:
+                return ChainResult(ChainKind.PUBLIC, validated, None)
+        if private is None:
+            return ChainResult(ChainKind.UNTRUSTED, (), f"not publicly trusted: {public_error}")
+        validated, private_error = _verify(private, chain)
+        if validated:
+            return ChainResult(
+                ChainKind.PRIVATE, validated, f"not publicly trusted: {public_error}"
+            )
+        return ChainResult(
+            ChainKind.UNTRUSTED,
+            (),
+            f"not publicly trusted: {public_error}; not trusted by the private roots: "
+            f"{private_error}",
+        )
+
+    @staticmethod
+    def _verifier(
+        store: verification.Store | None,
+        subject: verification.DNSName | verification.IPAddress,
+        moment: datetime.datetime,
+    ) -> verification.ServerVerifier | None:
+        if store is None:
+            return None
+        return verification.PolicyBuilder().store(store).time(moment).build_server_verifier(subject)
+
+
+def _verify(
+    verifier: verification.ServerVerifier, chain: Sequence[x509.Certificate]
+) -> tuple[tuple[x509.Certificate, ...], str]:
+    """(validated chain, "") or ((), why not)."""
+    try:
+        return tuple(verifier.verify(chain[0], list(chain[1:]))), ""
+    except Exception as e:  # noqa: BLE001 - VerificationError, or errors from hostile DER
+        return (), str(e) or type(e).__name__
