@@ -38,8 +38,8 @@ test-312:
 	  $(V312)/bin/python -m pytest $(PYTEST_ARGS); fi
 
 lint: $(V311)/.installed
-	$(V311)/bin/ruff check addon tests benchmarks
-	$(V311)/bin/ruff format --check addon tests benchmarks
+	$(V311)/bin/ruff check addon tests $(wildcard benchmarks)
+	$(V311)/bin/ruff format --check addon tests $(wildcard benchmarks)
 	$(V311)/bin/mypy
 
 run: $(V311)/.installed

@@ -13,7 +13,7 @@ from expect_ct.preload import PreloadEntry
 from expect_ct.preload import load_preload
 from expect_ct.preload import parse_preload
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def test_valid_file_round_trips(tmp_path: Path) -> None:
@@ -56,7 +56,10 @@ def test_valid_file_round_trips(tmp_path: Path) -> None:
             '[{"host": "a", "report_uri": "http://r/", "expires": "2027-01-01T00:00:00Z"}]',
             "https URI",
         ),
-        ('[{"host": "a", "enforce": true, "expires": "2027-01-01T00:00:00Z", "x": 1}]', "unknown key"),
+        (
+            '[{"host": "a", "enforce": true, "expires": "2027-01-01T00:00:00Z", "x": 1}]',
+            "unknown key",
+        ),
     ],
 )
 def test_invalid_documents_say_what_is_wrong(document: str, message: str) -> None:

@@ -50,7 +50,7 @@ def default_store_path() -> str:
 
 
 def rfc3339(when: datetime.datetime) -> str:
-    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def open_store(path: str | None) -> storemod.KnownHostStore:

@@ -47,7 +47,7 @@ def parse_time(value: Any, where: str) -> datetime.datetime:
         raise InvalidPreload(f"{where}: expires {value!r} is not an RFC 3339 date-time") from None
     if parsed.tzinfo is None:
         raise InvalidPreload(f"{where}: expires {value!r} has no time zone (add Z for UTC)")
-    return parsed.astimezone(datetime.timezone.utc)
+    return parsed.astimezone(datetime.UTC)
 
 
 def parse_entry(item: Any, where: str) -> PreloadEntry:

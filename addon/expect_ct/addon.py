@@ -1,0 +1,1064 @@
+"""The mitmproxy addon: options, hooks and commands wiring the pure core to the proxy.
+
+Per upstream TLS connection (not per flow) the addon collects the certificate's SCTs from
+all three delivery paths, classifies the chain, evaluates the CT policy once (cached by
+certificate and handshake data), and decides during the upstream handshake whether the
+connection must be refused. Per response it processes the Expect-CT header (RFC 9163 2.3)
+and records everything on the flow, in mitmproxy's event log and in the JSON-lines log.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from mitmproxy import command
+from mitmproxy import connection
+from mitmproxy import ctx
+from mitmproxy import exceptions
+from mitmproxy import flow as mflow
+from mitmproxy import http
+from mitmproxy import tls as mtls
+from mitmproxy.hooks import UpdateHook
+from mitmproxy.log import ALERT
+
+from expect_ct import chain as chainmod
+from expect_ct import header as headermod
+from expect_ct import loglist as loglistmod
+from expect_ct import policy as policymod
+from expect_ct import preload as preloadmod
+from expect_ct import report as reportmod
+from expect_ct import store as storemod
+from expect_ct import tls as tlsmod
+
+logger = logging.getLogger("expect_ct")
+SHA256 = hashes.SHA256()
+
+META_KEY = "expect_ct"
+ENFORCE_MODES = ("off", "header", "all")
+REPORT_MODES = ("off", "send")
+STORE_FILENAME = "expect-ct.sqlite3"
+# Bounded caches: a long-running proxy sees unbounded numbers of certificates and hosts.
+VERDICT_CACHE_SIZE = 4096
+ABORTED_MEMORY = 1024
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def rfc3339(when: datetime.datetime) -> str:
+    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def to_cryptography(cert: Any) -> x509.Certificate:
+    """A mitmproxy ``certs.Cert`` as a cryptography certificate (11.0 has no to_cryptography())."""
+    convert = getattr(cert, "to_cryptography", None)
+    if convert is not None:
+        return convert()
+    return x509.load_pem_x509_certificate(cert.to_pem())
+
+
+def certificate_facts(cert: x509.Certificate) -> dict[str, str]:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return {
+        "sha256": hashlib.sha256(der).hexdigest(),
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "not_before": rfc3339(cert.not_valid_before_utc),
+        "not_after": rfc3339(cert.not_valid_after_utc),
+    }
+
+
+def sct_facts(check: policymod.SCTCheck) -> dict[str, Any]:
+    import base64
+
+    log = check.log
+    return {
+        "source": check.sct.source.value,
+        "log_id": base64.b64encode(check.sct.log_id).decode(),
+        "log": log.description if log is not None else None,
+        "operator": log.operator_at(check.sct.timestamp) if log is not None else None,
+        "timestamp": check.sct.timestamp,
+        "status": check.status,
+        "reason": check.reason,
+        "counted": check.counted,
+        "why": check.why,
+    }
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Make server-chosen text safe for a one-line comment or log line."""
+    cleaned = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportContext:
+    """What a delivered report's outcome needs to be logged."""
+
+    host: str
+    port: int
+    body: dict[str, Any]
+
+
+@dataclasses.dataclass
+class ConnectionRecord:
+    """What the addon learned about one upstream TLS connection."""
+
+    host: str
+    port: int
+    tls_version: str | None
+    served_chain: tuple[x509.Certificate, ...]
+    chain: chainmod.ChainResult
+    verdict: policymod.Verdict
+    handshake: tlsmod.HandshakeSCTs
+    evaluated_at: datetime.datetime
+    known_host: storemod.KnownHost | None = None
+    blocked: str | None = None  # why the connection was refused, if it was
+    would_block: str | None = None  # why it would have been refused (blocking suspended)
+    reported: bool = False
+    logged: bool = False
+    event: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def exempt(self) -> bool:
+        return self.chain.kind is chainmod.ChainKind.PRIVATE
+
+    def summary(self) -> str:
+        if self.exempt:
+            return "CT: exempt (chain ends at a private root)"
+        valid = sum(1 for c in self.verdict.scts if c.status == "valid")
+        sources = sorted({c.sct.source.value for c in self.verdict.scts})
+        detail = f"{valid}/{len(self.verdict.scts)} valid SCTs" + (
+            f" ({', '.join(sources)})" if sources else ""
+        )
+        if self.verdict.compliant:
+            text = f"CT: compliant ({self.verdict.policy}; {detail})"
+        else:
+            reasons = "; ".join(self.verdict.reasons) or "not compliant"
+            text = f"CT: NOT compliant ({self.verdict.policy}; {detail}): {reasons}"
+        if self.chain.kind is chainmod.ChainKind.UNTRUSTED:
+            text += " [chain not publicly trusted]"
+        return text
+
+
+class ExpectCT:
+    """Certificate Transparency checks and Expect-CT enforcement for upstream connections."""
+
+    def __init__(self) -> None:
+        self.capture = tlsmod.HandshakeCapture()
+        self.log_list: loglistmod.LogList | None = None
+        self.log_list_age: datetime.timedelta | None = None
+        self.classifier: chainmod.ChainClassifier | None = None
+        self.store: storemod.KnownHostStore | None = None
+        self.event_log: reportmod.EventLog | None = None
+        self.sender: reportmod.ReportSender | None = None
+        self.dedupe = reportmod.ReportDeduplicator()
+        self._connections: dict[str, ConnectionRecord] = {}
+        self._aborted: collections.OrderedDict[str, ConnectionRecord] = collections.OrderedDict()
+        self._verdicts: collections.OrderedDict[tuple[Any, ...], policymod.Verdict] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    # ------------------------------------------------------------------ options
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "expect_ct_enforce",
+            str,
+            "header",
+            "Expect-CT enforcement. off: record only. header: refuse non-compliant connections "
+            "to Known Expect-CT Hosts that asked for enforce. all: also refuse every "
+            "non-compliant connection whose chain ends at a publicly trusted root.",
+            choices=ENFORCE_MODES,
+        )
+        loader.add_option(
+            "expect_ct_policy",
+            str,
+            "chrome",
+            "CT policy connections are judged by: chrome or apple.",
+            choices=policymod.POLICIES,
+        )
+        loader.add_option(
+            "expect_ct_dialect",
+            str,
+            "rfc9163",
+            "Expect-CT header parser: rfc9163 (strict RFC 9163 grammar) or chromium "
+            "(what Chromium 61-106 accepted, with its 30-day max-age clamp).",
+            choices=headermod.DIALECTS,
+        )
+        loader.add_option(
+            "expect_ct_log_list",
+            str | None,  # type: ignore[arg-type]
+            None,
+            "Path of a CT log-list JSON file (Google v3 or Apple schema). "
+            "Default: the Apple log list bundled with the addon.",
+        )
+        loader.add_option(
+            "expect_ct_log_list_max_age",
+            int,
+            70,
+            "Days. When the log list is older than this, blocking is suspended "
+            "(fail open, as Chrome does); 0 disables the check.",
+        )
+        loader.add_option(
+            "expect_ct_public_roots",
+            str | None,  # type: ignore[arg-type]
+            None,
+            "PEM bundle of root certificates treated as publicly trusted. Default: certifi's bundle. "
+            "Chains ending at roots mitmproxy trusts upstream but not listed here are private and "
+            "exempt from CT.",
+        )
+        loader.add_option(
+            "expect_ct_store",
+            str | None,  # type: ignore[arg-type]
+            None,
+            f"Known Expect-CT Hosts database (SQLite). Default: <confdir>/{STORE_FILENAME}. "
+            "':memory:' keeps nothing across restarts.",
+        )
+        loader.add_option(
+            "expect_ct_max_age_cap",
+            int,
+            2592000,
+            "Seconds. Expect-CT max-age values above this are stored as this (RFC 9163 2.3.2.2).",
+        )
+        loader.add_option(
+            "expect_ct_log",
+            str | None,  # type: ignore[arg-type]
+            None,
+            "Path of a JSON-lines event log (appended): connection, header, blocked and report events.",
+        )
+        loader.add_option(
+            "expect_ct_reports",
+            str,
+            "off",
+            "RFC 9163 violation reports. off: record them in the JSON-lines log only. send: also "
+            "POST them to the host's report-uri (https only, after a CORS preflight, never through "
+            "the proxy, never to private addresses unless expect_ct_report_allow_private is set).",
+            choices=REPORT_MODES,
+        )
+        loader.add_option(
+            "expect_ct_report_allow_private",
+            bool,
+            False,
+            "Let reports go to private, loopback and link-local addresses (tests, labs).",
+        )
+        loader.add_option(
+            "expect_ct_preload",
+            str | None,  # type: ignore[arg-type]
+            None,
+            "Path of a JSON file of hosts to seed the Known Expect-CT Hosts store with: "
+            '[{"host": "example.com", "enforce": true, "report_uri": null, "expires": "2027-01-01T00:00:00Z"}].',
+        )
+        problem = self.capture.install(self._decide)
+        if problem:
+            logger.warning(
+                f"Expect-CT: SCTs from the TLS extension and stapled OCSP cannot be captured "
+                f"({problem}); only embedded SCTs are checked."
+            )
+
+    def configure(self, updated: set[str]) -> None:
+        opts = ctx.options
+        # mitmproxy checks choices only for values typed interactively, not for --set values
+        # applied when a script loads, so check them here.
+        for name, choices in (
+            ("expect_ct_enforce", ENFORCE_MODES),
+            ("expect_ct_policy", policymod.POLICIES),
+            ("expect_ct_dialect", headermod.DIALECTS),
+            ("expect_ct_reports", REPORT_MODES),
+        ):
+            if name in updated and getattr(opts, name) not in choices:
+                raise exceptions.OptionsError(
+                    f"{name} must be one of {', '.join(choices)}, not {getattr(opts, name)!r}."
+                )
+        if "expect_ct_max_age_cap" in updated and opts.expect_ct_max_age_cap < 0:
+            raise exceptions.OptionsError(
+                f"expect_ct_max_age_cap must be 0 or more seconds, not {opts.expect_ct_max_age_cap}."
+            )
+        if "expect_ct_log_list_max_age" in updated and opts.expect_ct_log_list_max_age < 0:
+            raise exceptions.OptionsError(
+                f"expect_ct_log_list_max_age must be 0 or more days, not {opts.expect_ct_log_list_max_age}."
+            )
+        if {"expect_ct_log_list", "expect_ct_log_list_max_age"} & updated:
+            self._configure_log_list()
+        if {
+            "expect_ct_public_roots",
+            "ssl_verify_upstream_trusted_ca",
+            "ssl_verify_upstream_trusted_confdir",
+        } & updated:
+            self._configure_roots()
+        if {"expect_ct_store", "confdir", "expect_ct_max_age_cap", "expect_ct_preload"} & updated:
+            self._configure_store()
+        if "expect_ct_log" in updated:
+            self._configure_event_log()
+        if {
+            "expect_ct_reports",
+            "expect_ct_report_allow_private",
+            "ssl_verify_upstream_trusted_ca",
+        } & updated:
+            self._configure_reports()
+        if updated & {
+            "expect_ct_log_list",
+            "expect_ct_policy",
+            "expect_ct_public_roots",
+        }:
+            self._verdicts.clear()
+
+    def _configure_log_list(self) -> None:
+        path = ctx.options.expect_ct_log_list
+        try:
+            log_list = (
+                loglistmod.LogList.load(os.path.expanduser(path))
+                if path
+                else loglistmod.LogList.bundled()
+            )
+        except (OSError, ValueError) as e:
+            raise exceptions.OptionsError(f"Cannot load expect_ct_log_list {path}: {e}") from e
+        timestamp = log_list.timestamp
+        if timestamp is None and path:
+            # A list without its own timestamp is only as fresh as the file.
+            timestamp = datetime.datetime.fromtimestamp(
+                os.path.getmtime(os.path.expanduser(path)), datetime.UTC
+            )
+        self.log_list = log_list
+        self.log_list_timestamp = timestamp
+        max_age = ctx.options.expect_ct_log_list_max_age
+        if max_age and self._log_list_stale():
+            logger.warning(
+                f"Expect-CT: the CT log list ({log_list.source}) is from "
+                f"{timestamp.date() if timestamp else 'an unknown date'}, older than "
+                f"expect_ct_log_list_max_age={max_age} days: blocking is SUSPENDED (fail open, as "
+                f"Chrome does). Run `python -m expect_ct update-log-list` or set "
+                f"expect_ct_log_list_max_age=0."
+            )
+        else:
+            logger.info(
+                f"Expect-CT: {len(log_list)} CT logs from {log_list.source}"
+                + (f", dated {timestamp.date()}" if timestamp else "")
+            )
+
+    def _log_list_stale(self, now: datetime.datetime | None = None) -> bool:
+        max_age = ctx.options.expect_ct_log_list_max_age
+        if not max_age:
+            return False
+        timestamp = getattr(self, "log_list_timestamp", None)
+        if timestamp is None:
+            return True
+        return (now or utcnow()) - timestamp > datetime.timedelta(days=max_age)
+
+    def _configure_roots(self) -> None:
+        opts = ctx.options
+        try:
+            if opts.expect_ct_public_roots:
+                public = chainmod.load_pem_roots(os.path.expanduser(opts.expect_ct_public_roots))
+            else:
+                public = chainmod.load_pem_roots(chainmod.default_public_roots(), skip_invalid=True)
+        except (OSError, ValueError) as e:
+            raise exceptions.OptionsError(
+                f"Cannot load expect_ct_public_roots {opts.expect_ct_public_roots}: {e}"
+            ) from e
+        private: list[x509.Certificate] = []
+        try:
+            if opts.ssl_verify_upstream_trusted_ca:
+                private += chainmod.load_pem_roots(opts.ssl_verify_upstream_trusted_ca)
+            if opts.ssl_verify_upstream_trusted_confdir:
+                private += chainmod.load_roots_dir(opts.ssl_verify_upstream_trusted_confdir)
+        except (OSError, ValueError) as e:
+            # mitmproxy's own TlsConfig reports bad upstream trust settings; we only lose the
+            # private/untrusted distinction.
+            logger.warning(f"Expect-CT: cannot read the upstream trust roots: {e}")
+        self.classifier = chainmod.ChainClassifier(public, private)
+
+    def _configure_store(self) -> None:
+        opts = ctx.options
+        path = opts.expect_ct_store or os.path.join(
+            os.path.expanduser(opts.confdir), STORE_FILENAME
+        )
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        try:
+            self.store = storemod.KnownHostStore(path, max_age_cap=opts.expect_ct_max_age_cap)
+        except storemod.StoreError as e:
+            raise exceptions.OptionsError(str(e)) from e
+        if opts.expect_ct_preload:
+            try:
+                entries = preloadmod.load_preload(os.path.expanduser(opts.expect_ct_preload))
+            except (OSError, ValueError) as e:
+                raise exceptions.OptionsError(
+                    f"Cannot load expect_ct_preload {opts.expect_ct_preload}: {e}"
+                ) from e
+            now = utcnow()
+            live = [e for e in entries if e.expires > now]
+            try:
+                for entry in live:
+                    self.store.add(
+                        entry.host,
+                        enforce=entry.enforce,
+                        report_uri=entry.report_uri,
+                        expires=entry.expires,
+                        now=now,
+                    )
+            except (storemod.StoreError, ValueError) as e:
+                raise exceptions.OptionsError(
+                    f"Cannot apply expect_ct_preload {opts.expect_ct_preload}: {e}"
+                ) from e
+            logger.info(
+                f"Expect-CT: {len(live)} preloaded hosts from {opts.expect_ct_preload}"
+                + (
+                    f" ({len(entries) - len(live)} already expired, skipped)"
+                    if len(live) < len(entries)
+                    else ""
+                )
+            )
+
+    def _configure_event_log(self) -> None:
+        if self.event_log is not None:
+            self.event_log.close()
+            self.event_log = None
+        path = ctx.options.expect_ct_log
+        if path:
+            try:
+                self.event_log = reportmod.EventLog(os.path.expanduser(path))
+            except OSError as e:
+                raise exceptions.OptionsError(f"Cannot open expect_ct_log {path}: {e}") from e
+
+    def _configure_reports(self) -> None:
+        if self.sender is not None:
+            self.sender.close(timeout=1)
+            self.sender = None
+        opts = ctx.options
+        if opts.expect_ct_reports == "send":
+            forbidden = [(opts.listen_host or "0.0.0.0", opts.listen_port or 8080)]
+            self.sender = reportmod.ReportSender(
+                allow_private=opts.expect_ct_report_allow_private,
+                cafile=opts.ssl_verify_upstream_trusted_ca,
+                forbidden=forbidden,
+                on_result=self._report_delivered,
+            )
+
+    def done(self) -> None:
+        self.capture.uninstall()
+        if self.sender is not None:
+            self.sender.close(timeout=2)
+            self.sender = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        if self.event_log is not None:
+            self.event_log.close()
+            self.event_log = None
+
+    # ------------------------------------------------------------- evaluation
+
+    def _evaluate(
+        self,
+        host: str,
+        port: int,
+        served: Sequence[x509.Certificate],
+        handshake: tlsmod.HandshakeSCTs,
+    ) -> ConnectionRecord:
+        assert self.log_list is not None and self.classifier is not None
+        now = utcnow()
+        chain_result = self.classifier.classify(served, host=host, now=now)
+        key = (
+            tuple(c.fingerprint(SHA256) for c in served),
+            handshake.tls_extension,
+            handshake.ocsp_response,
+            ctx.options.expect_ct_policy,
+            id(self.log_list),
+            chain_result.validated[1].fingerprint(SHA256)
+            if len(chain_result.validated) > 1
+            else None,
+        )
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = policymod.evaluate(
+                served,
+                tls_scts=handshake.tls_extension,
+                ocsp_response=handshake.ocsp_response,
+                log_list=self.log_list,
+                policy=ctx.options.expect_ct_policy,
+                now=now,
+                issuers=chain_result.validated[1:],
+            )
+            self._verdicts[key] = verdict
+            if len(self._verdicts) > VERDICT_CACHE_SIZE:
+                self._verdicts.popitem(last=False)
+            self.stats["evaluations"] += 1
+        else:
+            self._verdicts.move_to_end(key)
+        record = ConnectionRecord(
+            host=host,
+            port=port,
+            tls_version=handshake.tls_version,
+            served_chain=tuple(served),
+            chain=chain_result,
+            verdict=verdict,
+            handshake=handshake,
+            evaluated_at=now,
+        )
+        if self.store is not None:
+            record.known_host = self._lookup(host)
+        record.event = self._connection_event(record)
+        return record
+
+    def _lookup(self, host: str) -> storemod.KnownHost | None:
+        assert self.store is not None
+        try:
+            return self.store.get(host)
+        except storemod.StoreError as e:
+            logger.error(f"Expect-CT: known-host lookup for {host} failed: {e}")
+            raise
+
+    def _block_reason(self, record: ConnectionRecord) -> str | None:
+        """Why this connection must be refused, or None. Fail open only when the RFC says so."""
+        mode = ctx.options.expect_ct_enforce
+        if mode == "off" or record.exempt or record.verdict.compliant:
+            return None
+        known = record.known_host
+        why = "; ".join(record.verdict.reasons) or "not CT-compliant"
+        if known is not None and known.enforce:
+            return (
+                f"{record.host} is a Known Expect-CT Host with enforce (until "
+                f"{rfc3339(known.expires)}) and the connection is not CT-compliant under the "
+                f"{record.verdict.policy} policy: {why}"
+            )
+        if mode == "all" and record.chain.kind is chainmod.ChainKind.PUBLIC:
+            return (
+                f"the certificate of {record.host} chains to a public root but is not CT-compliant "
+                f"under the {record.verdict.policy} policy: {why} (expect_ct_enforce=all)"
+            )
+        return None
+
+    def _decide(self, server: connection.Server, handshake: tlsmod.HandshakeSCTs) -> bool:
+        """Called by the handshake capture once per upstream handshake; False aborts it."""
+        host, port = server_identity(server)
+        try:
+            record = self._evaluate(host, port, handshake.chain, handshake)
+        except Exception as e:  # noqa: BLE001 - must never escape into OpenSSL
+            logger.exception(f"Expect-CT: evaluating {host}:{port} failed: {e}")
+            return not self._must_fail_closed(host)
+        self._connections[server.id] = record
+        self._after_evaluation(record)
+        return record.blocked is None
+
+    def _must_fail_closed(self, host: str) -> bool:
+        """When the addon cannot decide, a host known to require enforcement stays blocked."""
+        if ctx.options.expect_ct_enforce == "off" or self.store is None:
+            return False
+        try:
+            known = self.store.get(host)
+        except Exception:  # noqa: BLE001
+            return True
+        return known is not None and known.enforce
+
+    def _after_evaluation(self, record: ConnectionRecord) -> None:
+        reason = self._block_reason(record)
+        if reason is not None:
+            if self._log_list_stale():
+                record.would_block = reason
+                logger.warning(
+                    f"Expect-CT: NOT blocking {record.host}:{record.port} although {reason}: the log "
+                    f"list is older than expect_ct_log_list_max_age days, blocking is suspended."
+                )
+            else:
+                record.blocked = reason
+        self._log_connection(record)
+        if record.blocked is not None:
+            self.stats["blocked"] += 1
+            logger.warning(f"Expect-CT: blocked {record.host}:{record.port}: {record.blocked}")
+            self._write_event(
+                "blocked",
+                record.host,
+                record.port,
+                reason=record.blocked,
+                known_host=known_host_json(record.known_host),
+            )
+        self._maybe_report_known_host(record)
+
+    def _log_connection(self, record: ConnectionRecord) -> None:
+        if record.logged:
+            return
+        record.logged = True
+        self.stats["connections"] += 1
+        self.stats["compliant" if record.verdict.compliant else "non_compliant"] += 1
+        line = f"Expect-CT: {record.host}:{record.port} {record.tls_version or ''} {record.chain.kind.value} chain: {record.summary()}"
+        if record.verdict.compliant or record.exempt:
+            logger.info(line)
+        else:
+            logger.warning(line)
+        self._write_event("connection", record.host, record.port, **record.event)
+
+    def _connection_event(self, record: ConnectionRecord) -> dict[str, Any]:
+        hs = record.handshake
+        return {
+            "tls_version": record.tls_version,
+            "chain": record.chain.kind.value,
+            "certificate": certificate_facts(record.served_chain[0])
+            if record.served_chain
+            else None,
+            "scts": [sct_facts(c) for c in record.verdict.scts],
+            "compliant": record.verdict.compliant,
+            "policy": record.verdict.policy,
+            "reasons": list(record.verdict.reasons),
+            "sources": {
+                "embedded": "observed",
+                "tls-extension": observed(hs.captured, hs.tls_extension),
+                "ocsp": observed(hs.captured, hs.ocsp_response),
+            },
+        }
+
+    # ---------------------------------------------------------------- reports
+
+    def _maybe_report_known_host(self, record: ConnectionRecord) -> None:
+        known = record.known_host
+        if (
+            known is None
+            or not known.report_uri
+            or record.verdict.compliant
+            or record.chain.kind is not chainmod.ChainKind.PUBLIC
+            or record.reported
+        ):
+            return
+        self._report(
+            record,
+            report_uri=known.report_uri,
+            expiration=known.expires,
+            failure_mode="enforce" if known.enforce else "report-only",
+        )
+
+    def _report(
+        self,
+        record: ConnectionRecord,
+        *,
+        report_uri: str,
+        expiration: datetime.datetime | None,
+        failure_mode: str,
+        test_report: bool = False,
+    ) -> None:
+        record.reported = True
+        now = utcnow()
+        body = reportmod.build_report(
+            hostname=record.host,
+            port=record.port,
+            date_time=now,
+            effective_expiration=expiration,
+            served_chain=record.served_chain,
+            validated_chain=record.chain.validated or record.served_chain,
+            scts=[(c.sct, c.status) for c in record.verdict.scts],
+            failure_mode=failure_mode,
+            test_report=test_report,
+        )
+        self.stats["reports"] += 1
+        if not test_report and not self.dedupe.should_send(
+            record.host, record.port, report_uri, now
+        ):
+            self._report_event(
+                record.host,
+                record.port,
+                report_uri,
+                "suppressed",
+                body,
+                "a report for this host, port and report-uri was sent in the last hour",
+            )
+            return
+        if self.sender is None:
+            self._report_event(
+                record.host, record.port, report_uri, "disabled", body, "expect_ct_reports=off"
+            )
+            return
+        context = ReportContext(record.host, record.port, body)
+        # A refused submit (queue full) is reported through on_result like any other outcome.
+        self.sender.submit(report_uri, reportmod.serialize_report(body), context=context)
+
+    def _report_delivered(self, outcome: reportmod.ReportOutcome) -> None:
+        # Runs on the sender's worker thread; EventLog and logging are thread-safe.
+        context = outcome.context
+        if not isinstance(context, ReportContext):
+            return
+        self._report_event(
+            context.host,
+            context.port,
+            outcome.report_uri,
+            outcome.delivery,
+            context.body,
+            outcome.detail,
+        )
+
+    def _report_event(
+        self,
+        host: str,
+        port: int,
+        report_uri: str,
+        delivery: str,
+        body: dict[str, Any],
+        detail: str,
+    ) -> None:
+        logger.info(f"Expect-CT: report for {host}:{port} to {report_uri}: {delivery} ({detail})")
+        self._write_event(
+            "report", host, port, report_uri=report_uri, delivery=delivery, detail=detail, body=body
+        )
+
+    def _write_event(self, event: str, host: str, port: int, **fields: Any) -> None:
+        if self.event_log is not None:
+            self.event_log.write(event, host, port, **fields)
+
+    # ------------------------------------------------------------------ hooks
+
+    def tls_start_server(self, data: mtls.TlsData) -> None:
+        self.capture.tls_start_server(data)
+
+    def tls_established_server(self, data: mtls.TlsData) -> None:
+        server = data.conn
+        if not isinstance(server, connection.Server) or server.id in self._connections:
+            return
+        # The handshake decision point did not run (capture unavailable): evaluate now.
+        handshake = self.capture.result(data)
+        served = handshake.chain or tuple(to_cryptography(c) for c in server.certificate_list)
+        if not served:
+            return
+        host, port = server_identity(server)
+        try:
+            record = self._evaluate(host, port, served, handshake)
+        except Exception as e:  # noqa: BLE001
+            logger.exception(f"Expect-CT: evaluating {host}:{port} failed: {e}")
+            return
+        self._connections[server.id] = record
+        self._after_evaluation(record)
+        if record.blocked is not None:
+            # Refuse the connection before any request uses it (eager strategy: effective; lazy:
+            # the request hook already ran, see README).
+            server.error = f"Blocked by Expect-CT: {record.blocked}"
+
+    def tls_failed_server(self, data: mtls.TlsData) -> None:
+        server = data.conn
+        record = self._connections.pop(server.id, None)
+        if record is not None and record.blocked is not None:
+            self._aborted[server.id] = record
+            while len(self._aborted) > ABORTED_MEMORY:
+                self._aborted.popitem(last=False)
+
+    def server_disconnected(self, data: Any) -> None:
+        self._connections.pop(data.server.id, None)
+
+    def quic_start_server(self, data: Any) -> None:
+        # HTTP/3 upstreams: aioquic does the handshake; only embedded SCTs can be checked,
+        # and that happens when the flow arrives (see _record_for_flow).
+        pass
+
+    def _record_for_flow(self, flow: http.HTTPFlow) -> ConnectionRecord | None:
+        server = flow.server_conn
+        record = self._connections.get(server.id) or self._aborted.get(server.id)
+        if record is not None:
+            return record
+        if not server.certificate_list or server.tls_established is False:
+            return None
+        # QUIC or a connection the handshake hooks never saw: embedded SCTs only.
+        served = tuple(to_cryptography(c) for c in server.certificate_list)
+        host, port = server_identity(server)
+        handshake = tlsmod.HandshakeSCTs(
+            captured=False,
+            tls_extension=None,
+            tls_extension_where=None,
+            ocsp_response=None,
+            tls_version=server.tls_version,
+            chain=served,
+        )
+        try:
+            record = self._evaluate(host, port, served, handshake)
+        except Exception as e:  # noqa: BLE001
+            logger.exception(f"Expect-CT: evaluating {host}:{port} failed: {e}")
+            return None
+        self._connections[server.id] = record
+        self._after_evaluation(record)
+        return record
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or not flow.live:
+            return
+        if flow.request.scheme != "https":
+            return
+        record = self._record_for_flow(flow)
+        if record is None:
+            return
+        self._annotate(flow, record)
+        if record.blocked is not None:
+            self._block_flow(flow, record)
+
+    def _block_flow(self, flow: http.HTTPFlow, record: ConnectionRecord) -> None:
+        body = (
+            "Blocked by mitmproxy-expect-ct.\n\n"
+            f"Host: {record.host}:{record.port}\n"
+            f"Policy: {record.verdict.policy}\n"
+            f"Reason: {record.blocked}\n"
+        )
+        flow.response = http.Response.make(
+            502, body.encode(), {"Content-Type": "text/plain; charset=utf-8"}
+        )
+        flow.metadata[META_KEY]["blocked"] = record.blocked
+        flow.metadata[META_KEY]["blocked_response"] = True
+        flow.marked = ":no_entry:"
+        self._set_comment(flow, f"BLOCKED by Expect-CT: {record.summary()}")
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        pass
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        meta = flow.metadata.get(META_KEY, {})
+        if meta.get("blocked_response"):
+            return
+        assert flow.response is not None
+        values = flow.response.headers.get_all("Expect-CT")
+        record = None
+        if flow.request.scheme == "https":
+            record = self._record_for_flow(flow)
+            if record is not None:
+                self._annotate(flow, record)
+        if not values:
+            return
+        header_meta = self._process_header(flow, values, record)
+        flow.metadata.setdefault(META_KEY, {})["header"] = header_meta
+        self._refresh_comment(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        record = self._aborted.get(flow.server_conn.id)
+        if record is not None:
+            self._annotate(flow, record)
+            flow.metadata[META_KEY]["blocked"] = record.blocked
+            flow.marked = ":no_entry:"
+            self._set_comment(flow, f"BLOCKED by Expect-CT: {record.summary()}")
+
+    # ------------------------------------------------------------- the header
+
+    def _process_header(
+        self, flow: http.HTTPFlow, values: list[str], record: ConnectionRecord | None
+    ) -> dict[str, Any]:
+        host = flow.request.pretty_host
+        port = flow.request.port
+        meta: dict[str, Any] = {"values": values}
+        try:
+            parsed: headermod.ExpectCT | None = headermod.parse_expect_ct(
+                values, dialect=ctx.options.expect_ct_dialect
+            )
+            meta.update(valid=True, error=None)
+        except headermod.InvalidExpectCT as e:
+            parsed = None
+            meta.update(valid=False, error=str(e))
+        meta.update(
+            max_age=parsed.max_age if parsed else None,
+            enforce=parsed.enforce if parsed else None,
+            report_uri=parsed.report_uri if parsed else None,
+        )
+        action, why = self._header_action(
+            host, parsed, meta, record, secure=flow.request.scheme == "https"
+        )
+        meta.update(action=action, why=why)
+        self.stats[f"header_{action}"] += 1
+        safe_values = one_line(", ".join(values), 200)
+        text = f"Expect-CT: {host}:{port} header {safe_values!r}: {action} ({why})"
+        if meta["valid"]:
+            logger.info(text)
+        else:
+            logger.warning(text)
+        self._write_event("header", host, port, **meta)
+        return meta
+
+    def _header_action(
+        self,
+        host: str,
+        parsed: headermod.ExpectCT | None,
+        meta: dict[str, Any],
+        record: ConnectionRecord | None,
+        *,
+        secure: bool,
+    ) -> tuple[str, str]:
+        # RFC 9163 2.3.2: ignore over non-secure transport.
+        if not secure:
+            return (
+                "ignored",
+                "received over plain HTTP (RFC 9163 2.3.2: only secure transport counts)",
+            )
+        if parsed is None:
+            return (
+                "ignored",
+                "malformed header: no Expect-CT state changes (RFC 9163 2.3.1)",
+            )
+        if record is None:
+            return "ignored", "the upstream connection's certificates are not available"
+        if record.chain.kind is chainmod.ChainKind.PRIVATE:
+            return (
+                "ignored",
+                "the chain ends at a private root: Expect-CT does not apply (RFC 9163 2.4.1)",
+            )
+        if record.chain.kind is chainmod.ChainKind.UNTRUSTED:
+            return "ignored", f"the chain is not publicly trusted ({record.chain.error})"
+        if not record.verdict.compliant:
+            known = self.store.get(host) if self.store is not None else None
+            if parsed.report_uri and known is None and not record.reported:
+                # RFC 9163 2.3.3: report a header with report-uri received over a
+                # non-compliant connection, for a host not yet known.
+                self._report(
+                    record,
+                    report_uri=parsed.report_uri,
+                    expiration=None,
+                    failure_mode="enforce" if parsed.enforce else "report-only",
+                )
+            return (
+                "ignored",
+                "the connection is not CT-compliant: Expect-CT state is not updated (RFC 9163 2.3.2)",
+            )
+        if self.store is None:
+            return "ignored", "no Known Expect-CT Hosts store"
+        action, _entry = self.store.observe(
+            host, max_age=parsed.max_age, enforce=parsed.enforce, report_uri=parsed.report_uri
+        )
+        if action == "noted":
+            return (
+                action,
+                f"valid header on a CT-compliant connection; known for {min(parsed.max_age, ctx.options.expect_ct_max_age_cap)} s",
+            )
+        if action == "updated":
+            return action, "valid header on a CT-compliant connection; stored policy refreshed"
+        if action == "removed":
+            return action, "max-age=0 on a CT-compliant connection (RFC 9163 2.3.2)"
+        return "ignored", "max-age=0 for a host that is not known: not noted (RFC 9163 2.3.2)"
+
+    # ------------------------------------------------------------ annotation
+
+    def _annotate(self, flow: http.HTTPFlow, record: ConnectionRecord) -> None:
+        meta = flow.metadata.setdefault(META_KEY, {})
+        if "connection" in meta:
+            return
+        meta["secure"] = True
+        meta["host"] = record.host
+        meta["port"] = record.port
+        meta["connection"] = json_safe(record.event)
+        meta["verdict"] = record.summary()
+        if record.would_block:
+            meta["would_block"] = record.would_block
+        if not record.verdict.compliant and not record.exempt and not flow.marked:
+            flow.marked = ":warning:"
+        self._refresh_comment(flow)
+
+    def _refresh_comment(self, flow: http.HTTPFlow) -> None:
+        meta = flow.metadata.get(META_KEY, {})
+        parts = []
+        if "verdict" in meta:
+            parts.append(meta["verdict"])
+        header = meta.get("header")
+        if header:
+            parts.append(
+                f"Expect-CT header {header['action']}" + ("" if header["valid"] else " (invalid)")
+            )
+            if not header["valid"] and not flow.marked:
+                flow.marked = ":warning:"
+        if meta.get("blocked"):
+            return
+        self._set_comment(flow, " | ".join(parts))
+
+    def _set_comment(self, flow: http.HTTPFlow, text: str) -> None:
+        previous = flow.metadata.get(META_KEY, {}).get("comment")
+        if flow.comment and flow.comment != previous:
+            return  # the user's (or another addon's) comment wins
+        flow.comment = one_line(text)
+        flow.metadata.setdefault(META_KEY, {})["comment"] = flow.comment
+
+    # ---------------------------------------------------------------- commands
+
+    @command.command("expect_ct.hosts")
+    def hosts(self) -> None:
+        """List the Known Expect-CT Hosts in the event log."""
+        if self.store is None:
+            raise exceptions.CommandError("The Known Expect-CT Hosts store is not open.")
+        lines = [
+            f"{h.host}: {'enforce' if h.enforce else 'report-only'}, expires {rfc3339(h.expires)}"
+            + (f", report-uri {h.report_uri}" if h.report_uri else "")
+            for h in self.store.hosts()
+        ]
+        logging.log(
+            ALERT, f"{len(lines)} Known Expect-CT Hosts" + "".join(f"\n  {x}" for x in lines)
+        )
+
+    @command.command("expect_ct.forget")
+    def forget(self, host: str) -> None:
+        """Remove a host from the Known Expect-CT Hosts."""
+        if self.store is None:
+            raise exceptions.CommandError("The Known Expect-CT Hosts store is not open.")
+        try:
+            removed = self.store.forget(host)
+        except ValueError as e:
+            raise exceptions.CommandError(str(e)) from e
+        logging.log(
+            ALERT, f"{host}: {'forgotten' if removed else 'was not a Known Expect-CT Host'}"
+        )
+
+    @command.command("expect_ct.clear")
+    def clear(self) -> None:
+        """Remove every Known Expect-CT Host."""
+        if self.store is None:
+            raise exceptions.CommandError("The Known Expect-CT Hosts store is not open.")
+        logging.log(ALERT, f"Removed {self.store.clear()} Known Expect-CT Hosts.")
+
+    @command.command("expect_ct.show")
+    def show(self, flows: Sequence[mflow.Flow]) -> None:
+        """Summarise the CT state of the selected flows in the event log."""
+        lines = []
+        for f in flows:
+            meta = f.metadata.get(META_KEY)
+            if isinstance(f, http.HTTPFlow):
+                where = f"{f.request.method} {f.request.pretty_url}"
+            else:
+                where = type(f).__name__
+            lines.append(
+                f"{one_line(where, 120)}: {meta.get('verdict', 'no CT data') if meta else 'no CT data'}"
+            )
+        logging.log(ALERT, "\n".join(lines) if lines else "No flows selected.")
+        ctx.master.addons.trigger(UpdateHook([]))
+
+
+def observed(captured: bool, value: bytes | None) -> str:
+    """ "not observed" (we could not look) is not the same as "absent" (the server sent none)."""
+    if not captured:
+        return "not observed"
+    return "present" if value else "absent"
+
+
+def server_identity(server: connection.Server) -> tuple[str, int]:
+    address = server.address or ("", 0)
+    host = server.sni or str(address[0])
+    try:
+        host = storemod.canonical_host(host)
+    except ValueError:
+        host = host.lower()
+    return host, int(address[1])
+
+
+def known_host_json(known: storemod.KnownHost | None) -> dict[str, Any] | None:
+    if known is None:
+        return None
+    return {
+        "host": known.host,
+        "enforce": known.enforce,
+        "report_uri": known.report_uri,
+        "expires": rfc3339(known.expires),
+    }
+
+
+def json_safe(value: Any) -> Any:
+    """Metadata must survive a .mitm round trip: JSON primitives only."""
+    return json.loads(json.dumps(value, default=str))
