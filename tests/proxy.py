@@ -22,6 +22,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 ADDON_SCRIPT = REPO / "addon" / "expect_ct_addon.py"
+RESOLVE_SCRIPT = REPO / "tests" / "scripts" / "resolve.py"
 BIN = Path(sys.executable).parent
 MITMDUMP = str(BIN / "mitmdump")
 STARTUP_DEADLINE = 30.0
@@ -44,6 +45,7 @@ class Mitmdump:
     options: dict[str, Any] = field(default_factory=dict)
     script: Path = ADDON_SCRIPT
     extra_args: Sequence[str] = ()
+    resolve: dict[str, int] = field(default_factory=dict)  # host name -> port on 127.0.0.1
     confdir: Path | None = None
     port: int = 0
     env: dict[str, str] | None = None
@@ -77,6 +79,10 @@ class Mitmdump:
             "-s",
             str(self.script),
         ]
+        if self.resolve:
+            args += ["-s", str(RESOLVE_SCRIPT)]
+            for name, port in self.resolve.items():
+                args += ["--set", f"test_resolve={name}=127.0.0.1:{port}"]
         for key, value in self.options.items():
             if isinstance(value, bool):
                 value = "true" if value else "false"

@@ -131,3 +131,24 @@ def test_chromium_dialect_accepts_what_rfc_rejects(world: World, tmp_path: Path)
     assert event["valid"] is True
     assert event["max_age"] == 2592000
     assert event["report_uri"] == "http://r.example/x"
+
+
+def test_mitmdump_prints_one_line_per_connection_and_header_and_a_summary(
+    world: World, tmp_path: Path
+) -> None:
+    routes = {"/": [("Expect-CT", "max-age=5")]}
+    with https_origin(world.compliant.chain_pem, world.compliant.key_pem, routes) as origin:
+        proxy = Mitmdump(tmp_path, proxy_options(world, expect_ct_store=":memory:"))
+        with proxy:
+            for _ in range(3):  # three connections, the same header each time
+                assert proxy.curl(origin.url("/")).status == 200
+        code = proxy.stop()
+    log = proxy.log_text()
+    assert code in (0, None)
+    assert log.count(f"Expect-CT: localhost:{origin.port} TLSv1.3 public chain: CT: compliant") == 3
+    # Identical headers with an identical verdict are processed once a minute, not per flow.
+    assert log.count("header 'max-age=5'") == 1
+    summary = log.split("Expect-CT summary:", 1)[1]
+    assert "connections evaluated  3" in summary
+    assert "known hosts noted      1" in summary
+    assert "hosts seen             1" in summary

@@ -30,6 +30,7 @@ Design decisions (each one cites the rule it serves):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -133,6 +134,8 @@ _LDH_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
 _MAX_NAME_LENGTH = 253
 
 
+# Pure and called for every connection and header: memoised (errors are not cached).
+@functools.lru_cache(maxsize=4096)
 def canonical_host(host: str) -> str:
     """Return the key under which ``host`` is stored.
 
