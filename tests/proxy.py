@@ -183,7 +183,7 @@ class Mitmdump:
         status = 0
         parsed: dict[str, str] = {}
         if head.exists():
-            blocks = head.read_text(errors="replace").strip().split("\r\n\r\n")
+            blocks = head.read_bytes().decode(errors="replace").strip().split("\r\n\r\n")
             lines = blocks[-1].splitlines() if blocks else []
             if lines and (m := re.match(r"HTTP/[\d.]+ (\d+)", lines[0])):
                 status = int(m.group(1))

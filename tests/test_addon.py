@@ -1,0 +1,334 @@
+"""The addon in-process (mitmproxy.test.taddons): commands, the blocking decision, and hooks.
+
+A real store file, the real log list and roots of the test world, real certificates. The
+end-to-end behaviour through a real mitmdump is in test_e2e_enforce.py; here every branch of
+the decision is enumerated, which would take too many proxy start-ups end to end.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mitmproxy import connection
+from mitmproxy import exceptions
+from mitmproxy import flow as mflow
+from mitmproxy import http
+from mitmproxy.log import ALERT
+from mitmproxy.net import tls as net_tls
+from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
+from mitmproxy.test import taddons
+from mitmproxy.test import tflow
+from mitmproxy.tls import TlsData
+
+import pki
+from conftest import World
+from expect_ct import tls as tlsmod
+from expect_ct.addon import ExpectCT
+from expect_ct.store import KnownHostStore
+
+HOST = "localhost"
+PAST = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+
+
+@dataclass
+class Loaded:
+    tctx: taddons.context
+    addon: ExpectCT
+    store_path: Path
+
+    @property
+    def store(self) -> KnownHostStore:
+        assert self.addon.store is not None
+        return self.addon.store
+
+
+@pytest.fixture
+def loaded(world: World, tmp_path: Path) -> Iterator[Loaded]:
+    original_factory = net_tls.create_proxy_server_context
+    addon = ExpectCT()
+    store_path = tmp_path / "known.sqlite3"
+    with taddons.context(addon) as tctx:
+        assert addon.capture.installed
+        tctx.configure(
+            addon,
+            confdir=str(tmp_path / "confdir"),
+            ssl_verify_upstream_trusted_ca=str(world.upstream_trust_pem),
+            expect_ct_public_roots=str(world.public_roots_pem),
+            expect_ct_log_list=str(world.log_list),
+            expect_ct_store=str(store_path),
+        )
+        try:
+            yield Loaded(tctx, addon, store_path)
+        finally:
+            # taddons.context never calls done(): undo the TLS patch for the next test.
+            addon.done()
+    assert not addon.capture.installed
+    assert net_tls.create_proxy_server_context is original_factory
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def alerts(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == ALERT]
+
+
+def test_hosts_command_lists_known_hosts(loaded: Loaded, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    loaded.store.observe("b.example", max_age=3600, enforce=True, report_uri="https://r.example/ct")
+    loaded.store.observe("a.example", max_age=3600, enforce=False, report_uri=None)
+    loaded.store.observe("old.example", max_age=1, enforce=True, report_uri=None, now=PAST)
+    loaded.tctx.command(loaded.addon.hosts)
+    (text,) = alerts(caplog)
+    lines = text.splitlines()
+    assert lines[0] == "2 Known Expect-CT Hosts"
+    assert lines[1].startswith("  a.example: report-only, expires ")
+    assert lines[2].startswith("  b.example: enforce, expires ")
+    assert lines[2].endswith(", report-uri https://r.example/ct")
+    assert "old.example" not in text  # expired entries are not Known
+
+
+def test_forget_command_removes_one_host_from_the_file(
+    loaded: Loaded, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    loaded.store.observe("a.example", max_age=3600, enforce=True, report_uri=None)
+    loaded.store.observe("b.example", max_age=3600, enforce=True, report_uri=None)
+    # Through the command manager, as a user types it.
+    loaded.tctx.master.commands.execute("expect_ct.forget A.Example")
+    loaded.tctx.command(loaded.addon.forget, "a.example")
+    assert alerts(caplog) == [
+        "A.Example: forgotten",
+        "a.example: was not a Known Expect-CT Host",
+    ]
+    with KnownHostStore(loaded.store_path) as other:  # what another process sees
+        assert other.get("a.example") is None
+        assert other.get("b.example") is not None
+
+
+def test_forget_command_rejects_an_invalid_host(loaded: Loaded) -> None:
+    with pytest.raises(exceptions.CommandError, match="':' is not allowed"):
+        loaded.tctx.command(loaded.addon.forget, "a.example:443")
+
+
+def test_clear_command_removes_everything(loaded: Loaded, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    for name in ("a.example", "b.example", "c.example"):
+        loaded.store.observe(name, max_age=3600, enforce=True, report_uri=None)
+    loaded.tctx.master.commands.execute("expect_ct.clear")
+    assert alerts(caplog) == ["Removed 3 Known Expect-CT Hosts."]
+    assert loaded.store.count() == 0
+
+
+def test_commands_say_when_the_store_is_not_open(loaded: Loaded) -> None:
+    loaded.addon.store.close()  # type: ignore[union-attr]
+    loaded.addon.store = None
+    for call, args in (
+        (loaded.addon.hosts, ()),
+        (loaded.addon.forget, ("a.example",)),
+        (loaded.addon.clear, ()),
+    ):
+        with pytest.raises(exceptions.CommandError, match="store is not open"):
+            loaded.tctx.command(call, *args)
+
+
+# ----------------------------------------------------------- the blocking decision
+
+
+@dataclass(frozen=True)
+class Chains:
+    compliant: tuple
+    non_compliant: tuple
+    private: tuple
+    untrusted: tuple
+
+
+@pytest.fixture(scope="module")
+def chains(world: World) -> Chains:
+    stranger_root = pki.make_root("Stranger Root")
+    stranger = pki.make_intermediate(stranger_root, "Stranger CA")
+    untrusted_leaf, _ = pki.make_leaf(stranger)
+    return Chains(
+        compliant=(world.compliant.cert, world.public_inter.cert),
+        non_compliant=(world.non_compliant.cert, world.public_inter.cert),
+        private=(world.private.cert, world.private_inter.cert),
+        untrusted=(untrusted_leaf, stranger.cert),
+    )
+
+
+def handshake(chain: tuple) -> tlsmod.HandshakeSCTs:
+    return tlsmod.HandshakeSCTs(
+        captured=True,
+        tls_extension=None,
+        tls_extension_where=None,
+        ocsp_response=None,
+        tls_version="TLSv1.3",
+        chain=chain,
+    )
+
+
+def make_known(store: KnownHostStore, state: str) -> None:
+    if state == "report-only":
+        store.observe(HOST, max_age=3600, enforce=False, report_uri="https://r.example/ct")
+    elif state == "enforce":
+        store.observe(HOST, max_age=3600, enforce=True, report_uri=None)
+    elif state == "expired-enforce":
+        store.observe(HOST, max_age=60, enforce=True, report_uri=None, now=PAST)
+    else:
+        assert state == "unknown"
+
+
+def expected_block(mode: str, chain: str, known: str) -> str | None:
+    """RFC 9163 2.4 plus the addon's options; "known"/"all" name the reason, None: not blocked."""
+    if mode == "off" or chain in ("compliant", "private"):
+        return None  # compliant, or exempt (RFC 9163 2.4.1: a local trust anchor)
+    if known == "enforce":
+        # Also for a chain nobody trusts (reachable with ssl_insecure): the host asked.
+        return "known"
+    if mode == "all" and chain == "non_compliant":
+        return "all"
+    return None
+
+
+CHAIN_KINDS = ("compliant", "non_compliant", "private", "untrusted")
+KNOWN_STATES = ("unknown", "report-only", "enforce", "expired-enforce")
+
+
+@pytest.mark.parametrize(("chain", "known"), list(itertools.product(CHAIN_KINDS, KNOWN_STATES)))
+def test_block_reason_for_every_mode(
+    loaded: Loaded, chains: Chains, chain: str, known: str
+) -> None:
+    make_known(loaded.store, known)
+    served = getattr(chains, chain)
+    for mode in ("off", "header", "all"):
+        loaded.tctx.configure(loaded.addon, expect_ct_enforce=mode)
+        record = loaded.addon._evaluate(HOST, 443, served, handshake(served))
+        reason = loaded.addon._block_reason(record)
+        want = expected_block(mode, chain, known)
+        if want is None:
+            assert reason is None, (mode, reason)
+        elif want == "known":
+            assert reason is not None and "Known Expect-CT Host with enforce" in reason, mode
+            assert record.verdict.policy in reason
+        else:
+            assert reason is not None and "expect_ct_enforce=all" in reason, mode
+        if chain == "compliant" or chain == "private":
+            # No store read is needed for a connection that can never be refused.
+            assert record.known_host is None
+
+
+def server(host: str = HOST) -> connection.Server:
+    return connection.Server(address=(host, 443), sni=host)
+
+
+def test_decide_aborts_only_the_blocked_handshake(loaded: Loaded, chains: Chains) -> None:
+    make_known(loaded.store, "enforce")
+    refused, accepted = server(), server()
+    assert loaded.addon._decide(refused, handshake(chains.non_compliant)) is False
+    assert loaded.addon._decide(accepted, handshake(chains.compliant)) is True
+    assert loaded.addon._connections[refused.id].blocked is not None
+    assert loaded.addon._connections[accepted.id].blocked is None
+
+
+def test_stale_log_list_suspends_blocking(
+    loaded: Loaded, chains: Chains, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    loaded.tctx.configure(loaded.addon, expect_ct_log_list=str(world.stale_log_list))
+    assert "blocking is SUSPENDED" in caplog.text
+    make_known(loaded.store, "enforce")
+    conn = server()
+    assert loaded.addon._decide(conn, handshake(chains.non_compliant)) is True
+    record = loaded.addon._connections[conn.id]
+    assert record.blocked is None
+    assert record.would_block is not None and "Known Expect-CT Host" in record.would_block
+    assert f"NOT blocking {HOST}:443" in caplog.text
+
+
+def test_unreadable_store_fails_closed_only_where_blocking_is_possible(
+    loaded: Loaded, chains: Chains, world: World
+) -> None:
+    loaded.store.close()  # every read now raises StoreError
+    # Compliant and exempt connections never depend on the store.
+    assert loaded.addon._decide(server(), handshake(chains.compliant)) is True
+    assert loaded.addon._decide(server(), handshake(chains.private)) is True
+    # A non-compliant public connection might be to a Known enforce host: refused.
+    assert loaded.addon._decide(server(), handshake(chains.non_compliant)) is False
+    # Unless nothing is blocked anyway.
+    loaded.tctx.configure(loaded.addon, expect_ct_enforce="off")
+    assert loaded.addon._decide(server(), handshake(chains.non_compliant)) is True
+    loaded.tctx.configure(
+        loaded.addon, expect_ct_enforce="header", expect_ct_log_list=str(world.stale_log_list)
+    )
+    assert loaded.addon._decide(server(), handshake(chains.non_compliant)) is True
+
+
+# ------------------------------------------------------------------------- hooks
+
+
+def failed_handshake(loaded: Loaded, chains: Chains) -> tuple[connection.Client, connection.Server]:
+    """A blocked upstream handshake as mitmproxy reports it: decision, then tls_failed_server."""
+    make_known(loaded.store, "enforce")
+    client, upstream = tflow.tclient_conn(), server()
+    assert loaded.addon._decide(upstream, handshake(chains.non_compliant)) is False
+    loaded.addon.tls_failed_server(TlsData(upstream, Context(client, loaded.tctx.options)))
+    # mitmproxy then closes the connection, before any request hook runs.
+    loaded.addon.server_disconnected(ServerConnectionHookData(upstream, client))
+    return client, upstream
+
+
+def https_flow(
+    client: connection.Client, upstream: connection.Server, host: str = HOST
+) -> http.HTTPFlow:
+    flow = tflow.tflow(client_conn=client, server_conn=upstream)
+    flow.request.url = f"https://{host}/account"
+    return flow
+
+
+def placeholder(host: str) -> connection.Server:
+    """The server connection a lazy flow carries: never opened, SNI from the client."""
+    return connection.Server(address=(host, 443), sni=host)
+
+
+def test_eager_request_on_a_refused_connection_gets_the_addon_502(
+    loaded: Loaded, chains: Chains
+) -> None:
+    client, upstream = failed_handshake(loaded, chains)
+    flow = https_flow(client, upstream)
+    loaded.addon.request(flow)
+    assert flow.response is not None and flow.response.status_code == 502
+    body = flow.response.get_text() or ""
+    assert f"Host: {HOST}:443" in body
+    assert "Policy: chrome" in body
+    assert "no SCTs" in body
+    assert flow.marked == ":no_entry:"
+    assert flow.comment.startswith("BLOCKED by Expect-CT:")
+    assert flow.metadata["expect_ct"]["blocked"].startswith(f"{HOST} is a Known Expect-CT Host")
+    # The response hook also fires for the addon's own 502: it must leave it alone.
+    loaded.addon.response(flow)
+    assert flow.response.status_code == 502
+    assert "header" not in flow.metadata["expect_ct"]
+
+
+def test_lazy_error_on_a_refused_connection_is_marked(loaded: Loaded, chains: Chains) -> None:
+    client, _upstream = failed_handshake(loaded, chains)
+    # Lazy strategy: the flow keeps its placeholder server connection, not the refused one.
+    flow = https_flow(client, placeholder(HOST))
+    flow.error = mflow.Error("OpenSSL Error([('SSL routines', '', 'invalid status response')])")
+    loaded.addon.error(flow)
+    assert flow.marked == ":no_entry:"
+    assert flow.metadata["expect_ct"]["blocked"].startswith(f"{HOST} is a Known Expect-CT Host")
+    assert flow.comment.startswith("BLOCKED by Expect-CT:")
+    # Another host's failure on the same client connection is not ours to claim.
+    other = https_flow(client, placeholder("other.example"), host="other.example")
+    other.error = mflow.Error("connection refused")
+    loaded.addon.error(other)
+    assert not other.marked
+    assert "expect_ct" not in other.metadata
