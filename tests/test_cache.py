@@ -25,7 +25,7 @@ def evaluate(cache: VerdictCache, world: World, log_list: LogList, **overrides: 
         issuers=[world.public_inter.cert],
     )
     args.update(overrides)
-    return cache.get_or_evaluate([leaf, world.public_inter.cert], **args)  # type: ignore[arg-type]
+    return cache.get_or_evaluate([leaf, world.public_inter.cert], **args)  # type: ignore[arg-type,list-item]
 
 
 def test_second_evaluation_of_the_same_inputs_is_a_hit(world: World, log_list: LogList) -> None:

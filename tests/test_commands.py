@@ -14,17 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import World
-from conftest import proxy_options
-from httpsorigin import https_origin
 from mitmproxy import exceptions
 from mitmproxy import http
 from mitmproxy import io
 from mitmproxy.test import taddons
-from proxy import Mitmdump
 
 import pki
+from conftest import World
+from conftest import proxy_options
 from expect_ct.addon import ExpectCT
+from httpsorigin import https_origin
+from proxy import Mitmdump
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,9 @@ def test_check_re_evaluates_against_the_current_log_list(
     # Beta's log is rejected in the new list: the once-compliant certificate has one SCT left.
     entries = [pki.LogEntry(world.log_a), pki.LogEntry(world.log_b, state="rejected")]
     new_list = tmp_path / "new_list.json"
-    new_list.write_text(json.dumps(pki.log_list_json(entries, timestamp=datetime.datetime.now(datetime.timezone.utc))))
+    new_list.write_text(
+        json.dumps(pki.log_list_json(entries, timestamp=datetime.datetime.now(datetime.UTC)))
+    )
     tctx.configure(a, expect_ct_log_list=str(new_list))
     caplog.set_level(logging.INFO)
     a.check(flows)

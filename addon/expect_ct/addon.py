@@ -9,20 +9,21 @@ and records everything on the flow, in mitmproxy's event log and in the JSON-lin
 
 from __future__ import annotations
 
+import base64
 import collections
+import csv
 import dataclasses
 import datetime
-import hashlib
 import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
 from mitmproxy import command
 from mitmproxy import connection
 from mitmproxy import ctx
@@ -30,14 +31,17 @@ from mitmproxy import exceptions
 from mitmproxy import flow as mflow
 from mitmproxy import http
 from mitmproxy import tls as mtls
+from mitmproxy import types as mtypes
 from mitmproxy.hooks import UpdateHook
 from mitmproxy.log import ALERT
 
+from expect_ct import cache
 from expect_ct import chain as chainmod
 from expect_ct import header as headermod
 from expect_ct import loglist as loglistmod
 from expect_ct import policy as policymod
 from expect_ct import preload as preloadmod
+from expect_ct import records
 from expect_ct import report as reportmod
 from expect_ct import store as storemod
 from expect_ct import tls as tlsmod
@@ -49,17 +53,17 @@ META_KEY = "expect_ct"
 ENFORCE_MODES = ("off", "header", "all")
 REPORT_MODES = ("off", "send")
 STORE_FILENAME = "expect-ct.sqlite3"
+LOG_LIST_FILENAME = "expect-ct-log-list.json"
 # Bounded caches: a long-running proxy sees unbounded numbers of certificates and hosts.
 VERDICT_CACHE_SIZE = 4096
 ABORTED_MEMORY = 1024
+HEADER_REFRESH = 60.0  # seconds
+HEADER_MEMO_SIZE = 1024
+HOSTS_SEEN_LIMIT = 100_000  # for the shutdown summary only
 
 
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def rfc3339(when: datetime.datetime) -> str:
-    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def to_cryptography(cert: Any) -> x509.Certificate:
@@ -70,38 +74,7 @@ def to_cryptography(cert: Any) -> x509.Certificate:
     return x509.load_pem_x509_certificate(cert.to_pem())
 
 
-def certificate_facts(cert: x509.Certificate) -> dict[str, str]:
-    der = cert.public_bytes(serialization.Encoding.DER)
-    return {
-        "sha256": hashlib.sha256(der).hexdigest(),
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "not_before": rfc3339(cert.not_valid_before_utc),
-        "not_after": rfc3339(cert.not_valid_after_utc),
-    }
-
-
-def sct_facts(check: policymod.SCTCheck) -> dict[str, Any]:
-    import base64
-
-    log = check.log
-    return {
-        "source": check.sct.source.value,
-        "log_id": base64.b64encode(check.sct.log_id).decode(),
-        "log": log.description if log is not None else None,
-        "operator": log.operator_at(check.sct.timestamp) if log is not None else None,
-        "timestamp": check.sct.timestamp,
-        "status": check.status,
-        "reason": check.reason,
-        "counted": check.counted,
-        "why": check.why,
-    }
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    """Make server-chosen text safe for a one-line comment or log line."""
-    cleaned = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+HeaderMemoKey = tuple[str, int, tuple[str, ...], int, chainmod.ChainKind]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +84,7 @@ class ReportContext:
     host: str
     port: int
     body: dict[str, Any]
+    test_report: bool = False
 
 
 @dataclasses.dataclass
@@ -129,6 +103,8 @@ class ConnectionRecord:
     blocked: str | None = None  # why the connection was refused, if it was
     would_block: str | None = None  # why it would have been refused (blocking suspended)
     reported: bool = False
+    event_safe: dict[str, Any] | None = None
+    summary_text: str = ""
     logged: bool = False
     event: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -168,11 +144,23 @@ class ExpectCT:
         self.dedupe = reportmod.ReportDeduplicator()
         self._connections: dict[str, ConnectionRecord] = {}
         self._aborted: collections.OrderedDict[str, ConnectionRecord] = collections.OrderedDict()
-        self._verdicts: collections.OrderedDict[tuple[Any, ...], policymod.Verdict] = (
+        # Recently closed upstream connections (bounded): the response hook can run after
+        # server_disconnected (mitmproxy 11, `Connection: close`), and must not re-evaluate.
+        self._closed: collections.OrderedDict[str, ConnectionRecord] = collections.OrderedDict()
+        # The latest connection per host, for expect_ct.test_report's body (bounded).
+        self._last_seen: collections.OrderedDict[str, ConnectionRecord] = collections.OrderedDict()
+        # Lazy strategy: a flow whose upstream handshake failed keeps its placeholder
+        # server_conn, so its error hook finds the refused connection by client connection.
+        self._aborted_by_client: collections.OrderedDict[str, ConnectionRecord] = (
+            collections.OrderedDict()
+        )
+        self.verdicts = cache.VerdictCache(VERDICT_CACHE_SIZE)
+        self._header_memo: collections.OrderedDict[HeaderMemoKey, tuple[float, dict[str, Any]]] = (
             collections.OrderedDict()
         )
         self._lock = threading.Lock()
         self.stats: collections.Counter[str] = collections.Counter()
+        self._hosts_seen: set[str] = set()
 
     # ------------------------------------------------------------------ options
 
@@ -206,7 +194,8 @@ class ExpectCT:
             str | None,  # type: ignore[arg-type]
             None,
             "Path of a CT log-list JSON file (Google v3 or Apple schema). "
-            "Default: the Apple log list bundled with the addon.",
+            f"Default: <confdir>/{LOG_LIST_FILENAME} if `python -m expect_ct update-log-list` "
+            "installed one, else the Apple log list bundled with the addon.",
         )
         loader.add_option(
             "expect_ct_log_list_max_age",
@@ -248,7 +237,9 @@ class ExpectCT:
             "off",
             "RFC 9163 violation reports. off: record them in the JSON-lines log only. send: also "
             "POST them to the host's report-uri (https only, after a CORS preflight, never through "
-            "the proxy, never to private addresses unless expect_ct_report_allow_private is set).",
+            "the proxy, never to private addresses unless expect_ct_report_allow_private is set). "
+            "Collector certificates are always verified, against ssl_verify_upstream_trusted_ca "
+            "when it is set (as mitmproxy verifies upstream servers), else against certifi.",
             choices=REPORT_MODES,
         )
         loader.add_option(
@@ -293,7 +284,7 @@ class ExpectCT:
             raise exceptions.OptionsError(
                 f"expect_ct_log_list_max_age must be 0 or more days, not {opts.expect_ct_log_list_max_age}."
             )
-        if {"expect_ct_log_list", "expect_ct_log_list_max_age"} & updated:
+        if {"expect_ct_log_list", "expect_ct_log_list_max_age", "confdir"} & updated:
             self._configure_log_list()
         if {
             "expect_ct_public_roots",
@@ -316,10 +307,15 @@ class ExpectCT:
             "expect_ct_policy",
             "expect_ct_public_roots",
         }:
-            self._verdicts.clear()
+            self.verdicts.clear()
 
     def _configure_log_list(self) -> None:
         path = ctx.options.expect_ct_log_list
+        if not path:
+            # `python -m expect_ct update-log-list` installs a fresh list here.
+            installed = os.path.join(os.path.expanduser(ctx.options.confdir), LOG_LIST_FILENAME)
+            if os.path.exists(installed):
+                path = installed
         try:
             log_list = (
                 loglistmod.LogList.load(os.path.expanduser(path))
@@ -443,16 +439,33 @@ class ExpectCT:
             self.sender = None
         opts = ctx.options
         if opts.expect_ct_reports == "send":
-            forbidden = [(opts.listen_host or "0.0.0.0", opts.listen_port or 8080)]
             self.sender = reportmod.ReportSender(
                 allow_private=opts.expect_ct_report_allow_private,
                 cafile=opts.ssl_verify_upstream_trusted_ca,
-                forbidden=forbidden,
+                forbidden=self._proxy_addresses(),
                 on_result=self._report_delivered,
             )
 
+    def _proxy_addresses(self) -> list[tuple[str, int]]:
+        """Where this proxy listens: reports never go there (no loop through ourselves)."""
+        opts = ctx.options
+        addresses = [(opts.listen_host or "0.0.0.0", opts.listen_port or 8080)]
+        proxyserver = ctx.master.addons.get("proxyserver")
+        listen_addrs = getattr(proxyserver, "listen_addrs", None)
+        if listen_addrs is not None:
+            # The real ports: listen_port 0 and extra modes (regular@8081) are known only here.
+            addresses += [(str(a[0]), int(a[1])) for a in listen_addrs()]
+        return addresses
+
+    def running(self) -> None:
+        # The proxy's listening sockets exist only now: rebuild the sender to forbid them.
+        if self.sender is not None:
+            self._configure_reports()
+
     def done(self) -> None:
         self.capture.uninstall()
+        if self.stats["connections"]:
+            logger.info(self.summary())
         if self.sender is not None:
             self.sender.close(timeout=2)
             self.sender = None
@@ -462,6 +475,25 @@ class ExpectCT:
         if self.event_log is not None:
             self.event_log.close()
             self.event_log = None
+
+    def summary(self) -> str:
+        """The shutdown summary table (headless runs read it at the end of mitmdump's output)."""
+        hosts = len(self._hosts_seen)
+        rows = [
+            ("hosts seen", f"{hosts}{'+' if hosts >= HOSTS_SEEN_LIMIT else ''}"),
+            ("connections evaluated", self.stats["connections"]),
+            ("compliant", self.stats["compliant"]),
+            ("not compliant", self.stats["non_compliant"]),
+            ("blocked", self.stats["blocked"]),
+            ("known hosts noted", self.stats["header_noted"]),
+            ("known hosts updated", self.stats["header_updated"]),
+            ("known hosts removed", self.stats["header_removed"]),
+            ("reports", self.stats["reports"]),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "Expect-CT summary:\n" + "\n".join(
+            f"  {name:<{width}}  {value}" for name, value in rows
+        )
 
     # ------------------------------------------------------------- evaluation
 
@@ -475,33 +507,15 @@ class ExpectCT:
         assert self.log_list is not None and self.classifier is not None
         now = utcnow()
         chain_result = self.classifier.classify(served, host=host, now=now)
-        key = (
-            tuple(c.fingerprint(SHA256) for c in served),
-            handshake.tls_extension,
-            handshake.ocsp_response,
-            ctx.options.expect_ct_policy,
-            id(self.log_list),
-            chain_result.validated[1].fingerprint(SHA256)
-            if len(chain_result.validated) > 1
-            else None,
+        verdict = self.verdicts.get_or_evaluate(
+            served,
+            tls_scts=handshake.tls_extension,
+            ocsp_response=handshake.ocsp_response,
+            log_list=self.log_list,
+            policy=ctx.options.expect_ct_policy,
+            issuers=chain_result.validated[1:],
+            now=now,
         )
-        verdict = self._verdicts.get(key)
-        if verdict is None:
-            verdict = policymod.evaluate(
-                served,
-                tls_scts=handshake.tls_extension,
-                ocsp_response=handshake.ocsp_response,
-                log_list=self.log_list,
-                policy=ctx.options.expect_ct_policy,
-                now=now,
-                issuers=chain_result.validated[1:],
-            )
-            self._verdicts[key] = verdict
-            if len(self._verdicts) > VERDICT_CACHE_SIZE:
-                self._verdicts.popitem(last=False)
-            self.stats["evaluations"] += 1
-        else:
-            self._verdicts.move_to_end(key)
         record = ConnectionRecord(
             host=host,
             port=port,
@@ -512,7 +526,10 @@ class ExpectCT:
             handshake=handshake,
             evaluated_at=now,
         )
-        if self.store is not None:
+        # Only a non-compliant, non-exempt connection can be blocked or reported (RFC 9163
+        # 2.4), so only it needs the host's policy: compliant connections skip the store read
+        # and are never refused because the store cannot be read.
+        if self.store is not None and not verdict.compliant and not record.exempt:
             record.known_host = self._lookup(host)
         record.event = self._connection_event(record)
         return record
@@ -535,7 +552,7 @@ class ExpectCT:
         if known is not None and known.enforce:
             return (
                 f"{record.host} is a Known Expect-CT Host with enforce (until "
-                f"{rfc3339(known.expires)}) and the connection is not CT-compliant under the "
+                f"{records.rfc3339(known.expires)}) and the connection is not CT-compliant under the "
                 f"{record.verdict.policy} policy: {why}"
             )
         if mode == "all" and record.chain.kind is chainmod.ChainKind.PUBLIC:
@@ -559,7 +576,7 @@ class ExpectCT:
 
     def _must_fail_closed(self, host: str) -> bool:
         """When the addon cannot decide, a host known to require enforcement stays blocked."""
-        if ctx.options.expect_ct_enforce == "off" or self.store is None:
+        if ctx.options.expect_ct_enforce == "off" or self.store is None or self._log_list_stale():
             return False
         try:
             known = self.store.get(host)
@@ -589,6 +606,10 @@ class ExpectCT:
                 reason=record.blocked,
                 known_host=known_host_json(record.known_host),
             )
+        self._last_seen.pop(record.host, None)
+        self._last_seen[record.host] = record
+        while len(self._last_seen) > ABORTED_MEMORY:
+            self._last_seen.popitem(last=False)
         self._maybe_report_known_host(record)
 
     def _log_connection(self, record: ConnectionRecord) -> None:
@@ -596,6 +617,8 @@ class ExpectCT:
             return
         record.logged = True
         self.stats["connections"] += 1
+        if len(self._hosts_seen) < HOSTS_SEEN_LIMIT:
+            self._hosts_seen.add(record.host)
         self.stats["compliant" if record.verdict.compliant else "non_compliant"] += 1
         line = f"Expect-CT: {record.host}:{record.port} {record.tls_version or ''} {record.chain.kind.value} chain: {record.summary()}"
         if record.verdict.compliant or record.exempt:
@@ -606,22 +629,15 @@ class ExpectCT:
 
     def _connection_event(self, record: ConnectionRecord) -> dict[str, Any]:
         hs = record.handshake
-        return {
-            "tls_version": record.tls_version,
-            "chain": record.chain.kind.value,
-            "certificate": certificate_facts(record.served_chain[0])
-            if record.served_chain
-            else None,
-            "scts": [sct_facts(c) for c in record.verdict.scts],
-            "compliant": record.verdict.compliant,
-            "policy": record.verdict.policy,
-            "reasons": list(record.verdict.reasons),
-            "sources": {
-                "embedded": "observed",
-                "tls-extension": observed(hs.captured, hs.tls_extension),
-                "ocsp": observed(hs.captured, hs.ocsp_response),
-            },
-        }
+        return records.connection_record(
+            tls_version=record.tls_version,
+            chain=record.chain.kind,
+            leaf=record.served_chain[0] if record.served_chain else None,
+            verdict=record.verdict,
+            sources=records.handshake_sources(
+                captured=hs.captured, tls_extension=hs.tls_extension, ocsp_response=hs.ocsp_response
+            ),
+        )
 
     # ---------------------------------------------------------------- reports
 
@@ -649,9 +665,16 @@ class ExpectCT:
         report_uri: str,
         expiration: datetime.datetime | None,
         failure_mode: str,
-        test_report: bool = False,
     ) -> None:
-        record.reported = True
+        record.reported = True  # RFC 9163 2.3.3: at most one report per connection
+        if self._log_list_stale():
+            # RFC 9163 2.4: no reports when the check is bypassed. With an outdated log list
+            # CT is not really evaluated (Chromium's BUILD_NOT_TIMELY: no report either).
+            logger.info(
+                f"Expect-CT: no report for {record.host}:{record.port} to {report_uri}: the log "
+                f"list is older than expect_ct_log_list_max_age days."
+            )
+            return
         now = utcnow()
         body = reportmod.build_report(
             hostname=record.host,
@@ -662,15 +685,24 @@ class ExpectCT:
             validated_chain=record.chain.validated or record.served_chain,
             scts=[(c.sct, c.status) for c in record.verdict.scts],
             failure_mode=failure_mode,
-            test_report=test_report,
         )
+        self._dispatch(record.host, record.port, report_uri, body, now=now)
+
+    def _dispatch(
+        self,
+        host: str,
+        port: int,
+        report_uri: str,
+        body: dict[str, Any],
+        *,
+        now: datetime.datetime,
+        test_report: bool = False,
+    ) -> None:
         self.stats["reports"] += 1
-        if not test_report and not self.dedupe.should_send(
-            record.host, record.port, report_uri, now
-        ):
+        if not test_report and not self.dedupe.should_send(host, port, report_uri, now):
             self._report_event(
-                record.host,
-                record.port,
+                host,
+                port,
                 report_uri,
                 "suppressed",
                 body,
@@ -678,11 +710,9 @@ class ExpectCT:
             )
             return
         if self.sender is None:
-            self._report_event(
-                record.host, record.port, report_uri, "disabled", body, "expect_ct_reports=off"
-            )
+            self._report_event(host, port, report_uri, "disabled", body, "expect_ct_reports=off")
             return
-        context = ReportContext(record.host, record.port, body)
+        context = ReportContext(host, port, body, test_report)
         # A refused submit (queue full) is reported through on_result like any other outcome.
         self.sender.submit(report_uri, reportmod.serialize_report(body), context=context)
 
@@ -691,6 +721,12 @@ class ExpectCT:
         context = outcome.context
         if not isinstance(context, ReportContext):
             return
+        if context.test_report:
+            logging.log(
+                ALERT,
+                f"Expect-CT test report about {context.host}:{context.port} to "
+                f"{outcome.report_uri}: {outcome.delivery} ({outcome.detail})",
+            )
         self._report_event(
             context.host,
             context.port,
@@ -729,6 +765,9 @@ class ExpectCT:
             return
         # The handshake decision point did not run (capture unavailable): evaluate now.
         handshake = self.capture.result(data)
+        if handshake.tls_version is None and server.tls_version:
+            # QUIC: aioquic did the handshake (no ssl_conn to ask); mitmproxy says "QUICv1".
+            handshake = dataclasses.replace(handshake, tls_version=server.tls_version)
         served = handshake.chain or tuple(to_cryptography(c) for c in server.certificate_list)
         if not served:
             return
@@ -750,11 +789,17 @@ class ExpectCT:
         record = self._connections.pop(server.id, None)
         if record is not None and record.blocked is not None:
             self._aborted[server.id] = record
-            while len(self._aborted) > ABORTED_MEMORY:
-                self._aborted.popitem(last=False)
+            self._aborted_by_client[data.context.client.id] = record
+            for remembered in (self._aborted, self._aborted_by_client):
+                while len(remembered) > ABORTED_MEMORY:
+                    remembered.popitem(last=False)
 
     def server_disconnected(self, data: Any) -> None:
-        self._connections.pop(data.server.id, None)
+        record = self._connections.pop(data.server.id, None)
+        if record is not None:
+            self._closed[data.server.id] = record
+            while len(self._closed) > ABORTED_MEMORY:
+                self._closed.popitem(last=False)
 
     def quic_start_server(self, data: Any) -> None:
         # HTTP/3 upstreams: aioquic does the handshake; only embedded SCTs can be checked,
@@ -763,7 +808,11 @@ class ExpectCT:
 
     def _record_for_flow(self, flow: http.HTTPFlow) -> ConnectionRecord | None:
         server = flow.server_conn
-        record = self._connections.get(server.id) or self._aborted.get(server.id)
+        record = (
+            self._connections.get(server.id)
+            or self._aborted.get(server.id)
+            or self._closed.get(server.id)
+        )
         if record is not None:
             return record
         if not server.certificate_list or server.tls_established is False:
@@ -837,6 +886,11 @@ class ExpectCT:
 
     def error(self, flow: http.HTTPFlow) -> None:
         record = self._aborted.get(flow.server_conn.id)
+        if record is None:
+            # Lazy strategy: the connection that failed never became flow.server_conn.
+            candidate = self._aborted_by_client.get(flow.client_conn.id)
+            if candidate is not None and candidate.host == request_host(flow):
+                record = candidate
         if record is not None:
             self._annotate(flow, record)
             flow.metadata[META_KEY]["blocked"] = record.blocked
@@ -850,6 +904,18 @@ class ExpectCT:
     ) -> dict[str, Any]:
         host = flow.request.pretty_host
         port = flow.request.port
+        # Sites send the same header on every response: process it (store write, log line)
+        # once a minute per host and connection verdict, not once per flow. The stored
+        # expiry lags by at most HEADER_REFRESH seconds.
+        memo_key: HeaderMemoKey | None = None
+        if record is not None:
+            memo_key = (host, port, tuple(values), id(record.verdict), record.chain.kind)
+            seen = self._header_memo.get(memo_key)
+            if seen is not None and time.monotonic() - seen[0] < HEADER_REFRESH:
+                self.stats["header_repeats"] += 1
+                # The report is per connection (RFC 9163 2.3.3), not per memoised header.
+                self._maybe_report_header(host, record, seen[1])
+                return seen[1]
         meta: dict[str, Any] = {"values": values}
         try:
             parsed: headermod.ExpectCT | None = headermod.parse_expect_ct(
@@ -868,15 +934,43 @@ class ExpectCT:
             host, parsed, meta, record, secure=flow.request.scheme == "https"
         )
         meta.update(action=action, why=why)
+        self._maybe_report_header(host, record, meta)
         self.stats[f"header_{action}"] += 1
-        safe_values = one_line(", ".join(values), 200)
+        safe_values = records.one_line(", ".join(values), 200)
         text = f"Expect-CT: {host}:{port} header {safe_values!r}: {action} ({why})"
         if meta["valid"]:
             logger.info(text)
         else:
             logger.warning(text)
         self._write_event("header", host, port, **meta)
+        if memo_key is not None:
+            self._header_memo[memo_key] = (time.monotonic(), meta)
+            while len(self._header_memo) > HEADER_MEMO_SIZE:
+                self._header_memo.popitem(last=False)
         return meta
+
+    def _maybe_report_header(
+        self, host: str, record: ConnectionRecord | None, meta: dict[str, Any]
+    ) -> None:
+        """RFC 9163 2.3.3: a valid header with a report-uri over a non-compliant connection
+        (public root) to a host that is not yet known is reported, once per connection."""
+        if (
+            record is None
+            or record.reported
+            or not meta.get("valid")
+            or not meta.get("report_uri")
+            or record.verdict.compliant
+            or record.chain.kind is not chainmod.ChainKind.PUBLIC
+        ):
+            return
+        if self.store is not None and self.store.get(host) is not None:
+            return  # a Known host's failures are reported at connection setup (RFC 9163 2.4)
+        self._report(
+            record,
+            report_uri=meta["report_uri"],
+            expiration=None,
+            failure_mode="enforce" if meta.get("enforce") else "report-only",
+        )
 
     def _header_action(
         self,
@@ -908,16 +1002,6 @@ class ExpectCT:
         if record.chain.kind is chainmod.ChainKind.UNTRUSTED:
             return "ignored", f"the chain is not publicly trusted ({record.chain.error})"
         if not record.verdict.compliant:
-            known = self.store.get(host) if self.store is not None else None
-            if parsed.report_uri and known is None and not record.reported:
-                # RFC 9163 2.3.3: report a header with report-uri received over a
-                # non-compliant connection, for a host not yet known.
-                self._report(
-                    record,
-                    report_uri=parsed.report_uri,
-                    expiration=None,
-                    failure_mode="enforce" if parsed.enforce else "report-only",
-                )
             return (
                 "ignored",
                 "the connection is not CT-compliant: Expect-CT state is not updated (RFC 9163 2.3.2)",
@@ -947,8 +1031,18 @@ class ExpectCT:
         meta["secure"] = True
         meta["host"] = record.host
         meta["port"] = record.port
-        meta["connection"] = json_safe(record.event)
-        meta["verdict"] = record.summary()
+        if record.event_safe is None:
+            # Once per connection: every flow on it shares this JSON-safe snapshot.
+            record.event_safe = json_safe(record.event)
+            record.summary_text = record.summary()
+        meta["connection"] = record.event_safe
+        meta["verdict"] = record.summary_text
+        if record.handshake.captured:
+            # Raw handshake SCT data, so expect_ct.check can re-evaluate a saved flow fully.
+            meta["handshake"] = {
+                "tls_extension": b64(record.handshake.tls_extension),
+                "ocsp_response": b64(record.handshake.ocsp_response),
+            }
         if record.would_block:
             meta["would_block"] = record.would_block
         if not record.verdict.compliant and not record.exempt and not flow.marked:
@@ -975,7 +1069,7 @@ class ExpectCT:
         previous = flow.metadata.get(META_KEY, {}).get("comment")
         if flow.comment and flow.comment != previous:
             return  # the user's (or another addon's) comment wins
-        flow.comment = one_line(text)
+        flow.comment = records.one_line(text)
         flow.metadata.setdefault(META_KEY, {})["comment"] = flow.comment
 
     # ---------------------------------------------------------------- commands
@@ -986,7 +1080,7 @@ class ExpectCT:
         if self.store is None:
             raise exceptions.CommandError("The Known Expect-CT Hosts store is not open.")
         lines = [
-            f"{h.host}: {'enforce' if h.enforce else 'report-only'}, expires {rfc3339(h.expires)}"
+            f"{h.host}: {'enforce' if h.enforce else 'report-only'}, expires {records.rfc3339(h.expires)}"
             + (f", report-uri {h.report_uri}" if h.report_uri else "")
             for h in self.store.hosts()
         ]
@@ -1003,6 +1097,7 @@ class ExpectCT:
             removed = self.store.forget(host)
         except ValueError as e:
             raise exceptions.CommandError(str(e)) from e
+        self._header_memo.clear()
         logging.log(
             ALERT, f"{host}: {'forgotten' if removed else 'was not a Known Expect-CT Host'}"
         )
@@ -1012,7 +1107,116 @@ class ExpectCT:
         """Remove every Known Expect-CT Host."""
         if self.store is None:
             raise exceptions.CommandError("The Known Expect-CT Hosts store is not open.")
+        self._header_memo.clear()
         logging.log(ALERT, f"Removed {self.store.clear()} Known Expect-CT Hosts.")
+
+    @command.command("expect_ct.test_report")
+    def test_report(self, host: str, report_uri: str = "") -> None:
+        """Send a test report about a host to its stored report-uri, or to report_uri.
+
+        The body has "test-report": true and describes the host's last connection; if none was
+        seen, port 443 with empty chains and SCTs, as Chromium's test report. Test reports are
+        not rate-limited. The outcome is logged.
+        """
+        try:
+            name = storemod.canonical_host(host)
+        except ValueError as e:
+            raise exceptions.CommandError(f"Invalid host {host!r}: {e}") from e
+        try:
+            known = self.store.get(name) if self.store is not None else None
+        except storemod.StoreError as e:
+            raise exceptions.CommandError(str(e)) from e
+        uri = report_uri or (known.report_uri if known is not None else None)
+        if not uri:
+            raise exceptions.CommandError(
+                f"{name} is not a Known Expect-CT Host with a report-uri: give a report-uri."
+            )
+        record = self._last_seen.get(name)
+        port = record.port if record is not None else 443
+        now = utcnow()
+        body = reportmod.build_report(
+            hostname=name,
+            port=port,
+            date_time=now,
+            effective_expiration=known.expires if known is not None else None,
+            served_chain=record.served_chain if record is not None else (),
+            validated_chain=(record.chain.validated or record.served_chain)
+            if record is not None
+            else (),
+            scts=[(c.sct, c.status) for c in record.verdict.scts] if record is not None else [],
+            failure_mode="enforce" if known is not None and known.enforce else "report-only",
+            test_report=True,
+        )
+        logging.log(
+            ALERT,
+            f"Expect-CT: test report about {name} to {uri}: "
+            + ("queued" if self.sender is not None else "not sent (expect_ct_reports=off)"),
+        )
+        self._dispatch(name, port, uri, body, now=now, test_report=True)
+
+    @command.command("expect_ct.check")
+    def check(self, flows: Sequence[mflow.Flow]) -> None:
+        """Re-evaluate the selected flows against the current log list and policy (e.g. flows loaded from a file)."""
+        updated: list[mflow.Flow] = []
+        counts: collections.Counter[str] = collections.Counter()
+        for f in flows:
+            if not isinstance(f, http.HTTPFlow) or not f.server_conn.certificate_list:
+                counts["without certificates"] += 1
+                continue
+            previous = f.metadata.get(META_KEY) or {}
+            stored = previous.get("handshake") or {}
+            served = tuple(to_cryptography(c) for c in f.server_conn.certificate_list)
+            handshake = tlsmod.HandshakeSCTs(
+                captured=bool(stored),
+                tls_extension=unb64(stored.get("tls_extension")),
+                tls_extension_where=None,
+                ocsp_response=unb64(stored.get("ocsp_response")),
+                tls_version=f.server_conn.tls_version,
+                chain=served,
+            )
+            host, port = server_identity(f.server_conn)
+            record = self._evaluate(host, port, served, handshake)
+            meta = f.metadata.setdefault(META_KEY, {})
+            for key in ("connection", "verdict", "handshake"):
+                meta.pop(key, None)
+            if f.marked == ":warning:":
+                f.marked = ""
+            self._annotate(f, record)
+            counts[
+                "compliant"
+                if record.verdict.compliant
+                else "exempt"
+                if record.exempt
+                else "not compliant"
+            ] += 1
+            updated.append(f)
+        ctx.master.addons.trigger(UpdateHook(updated))
+        summary = (
+            ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing to check"
+        )
+        logging.log(ALERT, f"Expect-CT: re-checked {len(updated)} flows: {summary}.")
+
+    @command.command("expect_ct.export")
+    def export(self, flows: Sequence[mflow.Flow], path: mtypes.Path) -> None:
+        """Export the selected flows' CT state to a .json or .csv file."""
+        target = os.path.expanduser(path)
+        rows = [export_row(f) for f in flows]
+        try:
+            if target.lower().endswith(".csv"):
+                with open(target, "w", newline="", encoding="utf-8") as out:
+                    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
+                    writer.writeheader()
+                    writer.writerows(rows)
+            elif target.lower().endswith(".json"):
+                for row, f in zip(rows, flows, strict=True):
+                    row["expect_ct"] = f.metadata.get(META_KEY)
+                with open(target, "w", encoding="utf-8") as out:
+                    json.dump(rows, out, indent=2, default=str)
+            else:
+                raise exceptions.CommandError(f"{path}: the file name must end in .json or .csv")
+        except OSError as e:
+            raise exceptions.CommandError(f"Cannot write {path}: {e}") from e
+        logging.log(ALERT, f"Expect-CT: exported {len(rows)} flows to {target}.")
 
     @command.command("expect_ct.show")
     def show(self, flows: Sequence[mflow.Flow]) -> None:
@@ -1025,17 +1229,75 @@ class ExpectCT:
             else:
                 where = type(f).__name__
             lines.append(
-                f"{one_line(where, 120)}: {meta.get('verdict', 'no CT data') if meta else 'no CT data'}"
+                f"{records.one_line(where, 120)}: {meta.get('verdict', 'no CT data') if meta else 'no CT data'}"
             )
         logging.log(ALERT, "\n".join(lines) if lines else "No flows selected.")
         ctx.master.addons.trigger(UpdateHook([]))
 
 
-def observed(captured: bool, value: bytes | None) -> str:
-    """ "not observed" (we could not look) is not the same as "absent" (the server sent none)."""
-    if not captured:
-        return "not observed"
-    return "present" if value else "absent"
+def b64(data: bytes | None) -> str | None:
+    return base64.b64encode(data).decode() if data is not None else None
+
+
+def unb64(data: Any) -> bytes | None:
+    if not isinstance(data, str):
+        return None
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:
+        return None
+
+
+EXPORT_COLUMNS = (
+    "time",
+    "method",
+    "url",
+    "host",
+    "port",
+    "chain",
+    "compliant",
+    "policy",
+    "valid_scts",
+    "invalid_scts",
+    "unknown_scts",
+    "sources",
+    "header",
+    "header_action",
+    "blocked",
+    "reasons",
+    "verdict",
+)
+
+
+def export_row(flow: mflow.Flow) -> dict[str, Any]:
+    """One flow's CT state as a flat row (CSV) that JSON export extends with the metadata."""
+    meta = flow.metadata.get(META_KEY) or {}
+    conn = meta.get("connection") or {}
+    header = meta.get("header") or {}
+    scts = conn.get("scts") or []
+    row: dict[str, Any] = dict.fromkeys(EXPORT_COLUMNS)
+    row["time"] = records.rfc3339(
+        datetime.datetime.fromtimestamp(flow.timestamp_created, datetime.UTC)
+    )
+    if isinstance(flow, http.HTTPFlow):
+        row.update(method=flow.request.method, url=flow.request.pretty_url)
+    row.update(
+        host=meta.get("host"),
+        port=meta.get("port"),
+        chain=conn.get("chain"),
+        compliant=conn.get("compliant"),
+        policy=conn.get("policy"),
+        valid_scts=sum(1 for x in scts if x.get("status") == "valid") if conn else None,
+        invalid_scts=sum(1 for x in scts if x.get("status") == "invalid") if conn else None,
+        unknown_scts=sum(1 for x in scts if x.get("status") == "unknown") if conn else None,
+        sources=" ".join(sorted({x.get("source", "") for x in scts})) or None,
+        header=", ".join(header.get("values", [])) or None,
+        header_action=header.get("action"),
+        blocked=meta.get("blocked"),
+        reasons="; ".join(conn.get("reasons") or []) or None,
+        verdict=meta.get("verdict"),
+    )
+    return row
 
 
 def server_identity(server: connection.Server) -> tuple[str, int]:
@@ -1048,6 +1310,15 @@ def server_identity(server: connection.Server) -> tuple[str, int]:
     return host, int(address[1])
 
 
+def request_host(flow: http.HTTPFlow) -> str:
+    """The flow's upstream host name as server_identity() spells it."""
+    host = flow.server_conn.sni or flow.request.host
+    try:
+        return storemod.canonical_host(host)
+    except ValueError:
+        return host.lower()
+
+
 def known_host_json(known: storemod.KnownHost | None) -> dict[str, Any] | None:
     if known is None:
         return None
@@ -1055,7 +1326,7 @@ def known_host_json(known: storemod.KnownHost | None) -> dict[str, Any] | None:
         "host": known.host,
         "enforce": known.enforce,
         "report_uri": known.report_uri,
-        "expires": rfc3339(known.expires),
+        "expires": records.rfc3339(known.expires),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import hashlib
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -37,14 +38,19 @@ def rfc3339(moment: datetime.datetime) -> str:
 
 def certificate_facts(cert: x509.Certificate) -> dict[str, str]:
     """The leaf summary of a ``connection`` record: SHA-256 of the DER, names, validity."""
-    der = cert.public_bytes(serialization.Encoding.DER)
-    return {
-        "sha256": hashlib.sha256(der).hexdigest(),
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "not_before": rfc3339(cert.not_valid_before_utc),
-        "not_after": rfc3339(cert.not_valid_after_utc),
-    }
+    return dict(_certificate_facts(cert.public_bytes(serialization.Encoding.DER)))
+
+
+@functools.lru_cache(maxsize=1024)  # the same few certificates, connection after connection
+def _certificate_facts(der: bytes) -> tuple[tuple[str, str], ...]:
+    cert = x509.load_der_x509_certificate(der)
+    return (
+        ("sha256", hashlib.sha256(der).hexdigest()),
+        ("subject", cert.subject.rfc4514_string()),
+        ("issuer", cert.issuer.rfc4514_string()),
+        ("not_before", rfc3339(cert.not_valid_before_utc)),
+        ("not_after", rfc3339(cert.not_valid_after_utc)),
+    )
 
 
 def sct_facts(check: SCTCheck) -> dict[str, Any]:
