@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from mitmproxy import exceptions
+from mitmproxy import flowfilter
 from mitmproxy import http
 from mitmproxy import io
 from mitmproxy.test import taddons
@@ -157,3 +158,24 @@ def test_export_refuses_other_extensions(
     with pytest.raises(exceptions.CommandError, match=r"\.json or \.csv"):
         a.export(saved_flows, str(tmp_path / "ct.txt"))
     assert not (tmp_path / "ct.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "expression, compliant_flows",
+    [
+        ("~meta \"'compliant': False\"", [False]),
+        ("~meta \"'compliant': True\"", [True]),
+        ("~meta \"'chain': 'public'\"", [False, True]),
+        ("~marker :warning:", [False]),
+        ('~comment "NOT compliant"', [False]),
+        ("~meta \"'action': 'ignored'\"", [False]),
+    ],
+)
+def test_documented_filters_select_the_right_flows(
+    saved_flows: list[http.HTTPFlow], expression: str, compliant_flows: list[bool]
+) -> None:
+    matches = flowfilter.parse(expression)
+    selected = [f for f in saved_flows if matches(f)]
+    assert sorted(f.metadata["expect_ct"]["connection"]["compliant"] for f in selected) == (
+        compliant_flows
+    )
