@@ -38,12 +38,16 @@ test-312:
 	  $(V312)/bin/python -m pytest $(PYTEST_ARGS); fi
 
 lint: $(V311)/.installed
-	$(V311)/bin/ruff check addon tests $(wildcard benchmarks)
-	$(V311)/bin/ruff format --check addon tests $(wildcard benchmarks)
+	$(V311)/bin/ruff check addon tests benchmarks demo docs
+	$(V311)/bin/ruff format --check addon tests benchmarks demo docs
 	$(V311)/bin/mypy
 
 run: $(V311)/.installed
 	$(V311)/bin/mitmdump --listen-host $(LISTEN) -p $(PORT) -s addon/expect_ct_addon.py
+
+# A self-contained story on 127.0.0.1 (demo/demo.py): DEMO_ARGS=--keep keeps its temp directory.
+demo: $(V311)/.installed
+	$(V311)/bin/python demo/demo.py $(DEMO_ARGS)
 
 clean:
 	rm -rf .venv build *.egg-info addon/*.egg-info .pytest_cache .mypy_cache .ruff_cache

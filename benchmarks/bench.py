@@ -105,7 +105,7 @@ class Proc:
             if needle in text:
                 return text
             if self.p.poll() is not None:
-                raise RuntimeError(f"{self.p.args} exited:\n{text}")
+                raise RuntimeError(f"{self.p.args!r} exited:\n{text}")
             time.sleep(0.05)
         raise RuntimeError(f"timeout waiting for {needle!r} in {self.log}")
 
@@ -217,8 +217,13 @@ def proxy_benchmark(world: World, work: Path, rounds: int, quick: bool) -> list[
             # Warm both up (imports, caches, first handshake) before measuring.
             run_load(a_port, a_ca, origin_port, mode, conns, conns * 4)
             run_load(b_port, b_ca, origin_port, mode, conns, conns * 4)
-            ratios, tput_a, tput_b, cpu_a, cpu_b = [], [], [], [], []
-            origin_share, loadgen_share = [], []
+            ratios: list[float] = []
+            tput_a: list[float] = []
+            tput_b: list[float] = []
+            cpu_a: list[float] = []
+            cpu_b: list[float] = []
+            origin_share: list[float] = []
+            loadgen_share: list[float] = []
             for _ in range(rounds):
                 per_request = {}
                 for name, proc, port, ca, tput in (

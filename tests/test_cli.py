@@ -129,8 +129,11 @@ def test_bad_option_value_stops_mitmdump(
     proxy = Mitmdump(tmp_path, {option: value, "expect_ct_store": ":memory:"})
     with contextlib.suppress(RuntimeError):  # it may exit before or after it starts listening
         proxy.start()
-    assert proxy.process is not None
-    code = proxy.process.wait(30)
+    try:
+        assert proxy.process is not None
+        code = proxy.process.wait(30)
+    finally:
+        proxy.stop()
     assert code != 0
     assert message in proxy.log_text()
 
@@ -141,7 +144,10 @@ def test_store_that_is_not_a_database_stops_mitmdump_and_is_kept(tmp_path: Path)
     proxy = Mitmdump(tmp_path, {"expect_ct_store": str(bogus)})
     with contextlib.suppress(RuntimeError):
         proxy.start()
-    assert proxy.process is not None
-    assert proxy.process.wait(30) != 0
+    try:
+        assert proxy.process is not None
+        assert proxy.process.wait(30) != 0
+    finally:
+        proxy.stop()
     assert str(bogus) in proxy.log_text()
     assert bogus.read_text() == "not a database\n" * 50
