@@ -173,12 +173,13 @@ class _Result:
     enforce: bool = False
     report_uri: str | None = None
     ignored_report_uri: str | None = None
-    unknown: list[str] = field(default_factory=list)
+    # An insertion-ordered set: a hostile header can hold tens of thousands of unknown
+    # directives, and a list membership test per directive would make parsing quadratic.
+    unknown: dict[str, None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def note_unknown(self, directive: _Directive) -> None:
-        if directive.key not in self.unknown:
-            self.unknown.append(directive.key)
+        self.unknown.setdefault(directive.key, None)
 
     def finish(self) -> ExpectCT:
         if self.max_age is None:
@@ -680,7 +681,8 @@ def _gurl_problem(uri: str) -> str | None:
     if host_port.startswith("["):
         literal, bracket, port = host_port[1:].partition("]")
         if not bracket or not _is_ipv6(literal):
-            return f"invalid IPv6 host [{literal}]"
+            # GURL takes any character here: quote it, a message must stay one printable line.
+            return f"invalid IPv6 host {_printable(f'[{literal}]')}"
         if port and not port.startswith(":"):
             return f"unexpected {port!r} after the IPv6 host"
         port = port[1:]

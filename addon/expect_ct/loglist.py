@@ -162,6 +162,9 @@ class LogList:
                 ) from e
             except UnicodeDecodeError as e:
                 raise InvalidLogList(f"{source}: not valid JSON: not UTF-8 ({e.reason})") from e
+            except RecursionError:
+                # json.loads recurses per nesting level; a hostile download can nest deeper.
+                raise InvalidLogList(f"{source}: not valid JSON: nested too deeply") from None
         else:
             document = data
         return _parse_document(document, source)
@@ -301,7 +304,9 @@ def _parse_log(entry: object, operator: str, tiled: bool, where: str) -> Log:
 
     mmd = entry.get("mmd")
     if mmd is not None:
-        if isinstance(mmd, bool) or not isinstance(mmd, int | float) or mmd != int(mmd):
+        # json.loads accepts Infinity, NaN and 1e999; int() of those raises, not compares.
+        whole = isinstance(mmd, int) or (isinstance(mmd, float) and mmd.is_integer())
+        if isinstance(mmd, bool) or not whole:
             raise _Problem(f"{where}.mmd", f"expected a whole number of seconds, got {mmd!r}")
         mmd = int(mmd)
 
@@ -379,7 +384,10 @@ def _parse_time(value: object, where: str) -> datetime:
         raise _Problem(where, f"not an RFC 3339 date-time: {text!r}") from None
     if moment.tzinfo is None:
         raise _Problem(where, f"date-time has no time zone: {text!r}")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+        raise _Problem(where, f"date-time out of range: {text!r}") from None
 
 
 def _parse_base64(value: object, where: str) -> bytes:

@@ -47,7 +47,10 @@ def parse_time(value: Any, where: str) -> datetime.datetime:
         raise InvalidPreload(f"{where}: expires {value!r} is not an RFC 3339 date-time") from None
     if parsed.tzinfo is None:
         raise InvalidPreload(f"{where}: expires {value!r} has no time zone (add Z for UTC)")
-    return parsed.astimezone(datetime.UTC)
+    try:
+        return parsed.astimezone(datetime.UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+        raise InvalidPreload(f"{where}: expires {value!r} is out of range") from None
 
 
 def parse_entry(item: Any, where: str) -> PreloadEntry:
@@ -81,6 +84,8 @@ def parse_preload(data: str | bytes, *, source: str = "preload") -> list[Preload
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InvalidPreload(f"{source}: not JSON: {e}") from None
+    except RecursionError:  # json.loads recurses per nesting level
+        raise InvalidPreload(f"{source}: not JSON: nested too deeply") from None
     if not isinstance(document, list):
         raise InvalidPreload(f"{source}: the top level must be a list of host objects")
     return [parse_entry(item, f"{source}, entry {i}") for i, item in enumerate(document)]

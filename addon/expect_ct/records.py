@@ -46,11 +46,21 @@ def _certificate_facts(der: bytes) -> tuple[tuple[str, str], ...]:
     cert = x509.load_der_x509_certificate(der)
     return (
         ("sha256", hashlib.sha256(der).hexdigest()),
-        ("subject", cert.subject.rfc4514_string()),
-        ("issuer", cert.issuer.rfc4514_string()),
+        ("subject", _name_text(cert, "subject")),
+        ("issuer", _name_text(cert, "issuer")),
         ("not_before", rfc3339(cert.not_valid_before_utc)),
         ("not_after", rfc3339(cert.not_valid_after_utc)),
     )
+
+
+def _name_text(cert: x509.Certificate, which: str) -> str:
+    # cryptography decodes names lazily and raises on, e.g., a UTF8String that is not UTF-8:
+    # a server's certificate must not be able to suppress the record of its own connection.
+    try:
+        name: x509.Name = getattr(cert, which)
+        return name.rfc4514_string()
+    except ValueError as e:
+        return f"(unreadable {which}: {e})"
 
 
 def sct_facts(check: SCTCheck) -> dict[str, Any]:
@@ -111,7 +121,7 @@ def connection_record(
 def header_facts(values: Sequence[str], *, dialect: str) -> dict[str, Any]:
     """What parsing a response's Expect-CT field values gave: the ``header`` event's fields
     ``values``, ``valid``, ``error``, ``max_age``, ``enforce`` and ``report_uri``."""
-    facts: dict[str, Any] = {"values": list(values)}
+    facts: dict[str, Any] = {"values": [field_text(value) for value in values]}
     try:
         parsed = headermod.parse_expect_ct(list(values), dialect=dialect)
     except headermod.InvalidExpectCT as e:
@@ -127,7 +137,47 @@ def header_facts(values: Sequence[str], *, dialect: str) -> dict[str, Any]:
     return facts
 
 
+def field_text(value: str) -> str:
+    """A header field value as text every UTF-8 encoder accepts.
+
+    mitmproxy decodes field values as UTF-8 with surrogateescape, so each byte that is not
+    UTF-8 arrives as a lone surrogate U+DC80-U+DCFF, which neither a .mitm flow file nor
+    strict JSON can hold. Such a byte becomes the text ``\\xNN``; other text is unchanged.
+    """
+    if not any("\ud800" <= char <= "\udfff" for char in value):
+        return value
+    return "".join(_surrogate_text(char) for char in value)
+
+
+def _surrogate_text(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"\\u{code:04x}"
+    return char
+
+
 def one_line(text: str, limit: int = 300) -> str:
-    """Server-chosen text made safe for one terminal or log line (control characters escaped)."""
-    cleaned = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    """Server-chosen text made safe for one terminal or log line.
+
+    Characters that are not printable (controls, format characters such as bidi overrides,
+    lone surrogates) and the backslash are written as in a Python string literal, so the
+    text can be read back exactly and an escape sent by the server cannot pass for ours.
+    """
+    cleaned = "".join(ch if ch.isprintable() and ch != "\\" else _escape(ch) for ch in text)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def _escape(char: str) -> str:
+    # Python's escape forms: "\x" takes exactly two hex digits, so U+202E (a bidi override)
+    # or U+DCFF (an invalid UTF-8 byte mitmproxy decoded with surrogateescape) shown as
+    # "\x202e" would read as "\x20" followed by "2e".
+    if char == "\\":
+        return "\\\\"
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
