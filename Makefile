@@ -49,5 +49,8 @@ run: $(V311)/.installed
 demo: $(V311)/.installed
 	$(V311)/bin/python demo/demo.py $(DEMO_ARGS)
 
+bench: $(V311)/.installed
+	$(V311)/bin/python benchmarks/bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf .venv build *.egg-info addon/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -315,7 +315,7 @@ def micro_benchmarks(world: World, work: Path, quick: bool) -> list[str]:
     lines.append(
         f"| store look-up {large:,} / {small:,} | {statistics.median(lookups[large]) / statistics.median(lookups[small]):.2f} |"
     )
-    lines += memory_benchmark(world, log_list, 10_000 if quick else 100_000)
+    lines += memory_benchmark(world, log_list, 2_000 if quick else 100_000)
     return lines
 
 

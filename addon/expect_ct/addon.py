@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +61,7 @@ ABORTED_MEMORY = 1024
 HEADER_REFRESH = 60.0  # seconds
 HEADER_MEMO_SIZE = 1024
 HOSTS_SEEN_LIMIT = 100_000  # for the shutdown summary only
+LOGGED_ONCE_MEMORY = 256  # distinct faults remembered so each is logged once
 
 
 def utcnow() -> datetime.datetime:
@@ -161,6 +163,13 @@ class ExpectCT:
         self._lock = threading.Lock()
         self.stats: collections.Counter[str] = collections.Counter()
         self._hosts_seen: set[str] = set()
+        # Faults (docs/failure-behaviour.md): each distinct problem is logged once, repeats
+        # are only counted, so a fault hit by every flow cannot flood the log.
+        self._logged_once: collections.OrderedDict[tuple[str, ...], None] = (
+            collections.OrderedDict()
+        )
+        self._store_identity: tuple[int, int] | None = None
+        self._store_write_failing = False
 
     # ------------------------------------------------------------------ options
 
@@ -384,13 +393,16 @@ class ExpectCT:
         path = opts.expect_ct_store or os.path.join(
             os.path.expanduser(opts.confdir), STORE_FILENAME
         )
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        # Open the new store before closing the old one: when opening fails, mitmproxy rolls
+        # the option back and the old store stays in use (no silent fail-open without a store).
         try:
-            self.store = storemod.KnownHostStore(path, max_age_cap=opts.expect_ct_max_age_cap)
+            fresh = storemod.KnownHostStore(path, max_age_cap=opts.expect_ct_max_age_cap)
         except storemod.StoreError as e:
             raise exceptions.OptionsError(str(e)) from e
+        if self.store is not None:
+            self.store.close()
+        self.store = fresh
+        self._store_identity = file_identity(fresh.path)
         if opts.expect_ct_preload:
             try:
                 entries = preloadmod.load_preload(os.path.expanduser(opts.expect_ct_preload))
@@ -484,11 +496,22 @@ class ExpectCT:
             ("connections evaluated", self.stats["connections"]),
             ("compliant", self.stats["compliant"]),
             ("not compliant", self.stats["non_compliant"]),
+            ("exempt (private root)", self.stats["exempt"]),
             ("blocked", self.stats["blocked"]),
             ("known hosts noted", self.stats["header_noted"]),
             ("known hosts updated", self.stats["header_updated"]),
             ("known hosts removed", self.stats["header_removed"]),
             ("reports", self.stats["reports"]),
+        ]
+        # Faults show up only when they happened (each was logged once, see _log_once).
+        rows += [
+            (name, self.stats[key])
+            for name, key in (
+                ("store read errors", "store_read_errors"),
+                ("store write errors", "store_write_errors"),
+                ("internal errors", "internal_errors"),
+            )
+            if self.stats[key]
         ]
         width = max(len(name) for name, _ in rows)
         return "Expect-CT summary:\n" + "\n".join(
@@ -538,9 +561,98 @@ class ExpectCT:
         assert self.store is not None
         try:
             return self.store.get(host)
+        except ValueError:
+            return None  # a name that cannot be canonicalised can never have been noted
         except storemod.StoreError as e:
-            logger.error(f"Expect-CT: known-host lookup for {host} failed: {e}")
+            self._store_failed("read", e)
             raise
+
+    # ------------------------------------------------------------------ faults
+
+    def _log_once(self, key: tuple[str, ...], level: int, message: str, **kwargs: Any) -> bool:
+        """Log ``message`` unless ``key`` was logged already (bounded memory); True if logged."""
+        if key in self._logged_once:
+            self._logged_once.move_to_end(key)
+            return False
+        self._logged_once[key] = None
+        while len(self._logged_once) > LOGGED_ONCE_MEMORY:
+            self._logged_once.popitem(last=False)
+        logger.log(level, message, **kwargs)
+        return True
+
+    def _internal_error(self, where: str, error: Exception) -> None:
+        """A bug in our own code: traceback once per distinct error, then only counted.
+
+        Distinct: the exception's type, message and the line that raised it; not the hook it
+        surfaced in, since one failing evaluation surfaces in several hooks of one flow.
+        """
+        self.stats["internal_errors"] += 1
+        frames = traceback.extract_tb(error.__traceback__)
+        origin = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        self._log_once(
+            ("internal", type(error).__name__, str(error)[:200], origin),
+            logging.ERROR,
+            f"Expect-CT: internal error {where}: {type(error).__name__}: {error} "
+            f"(logged once; repeats are counted in the shutdown summary)",
+            exc_info=error,
+        )
+
+    def _store_failed(self, doing: str, error: storemod.StoreError) -> None:
+        """The store cannot read or write: logged once per distinct SQLite error."""
+        self.stats[f"store_{doing}_errors"] += 1
+        cause = str(error.__cause__ or error)
+        # Without an SQLite cause the store was closed; that message names the host.
+        key = cause if error.__cause__ is not None else "closed"
+        if doing == "write":
+            self._store_write_failing = True
+            effect = "Expect-CT headers are not noted (flows are still served)"
+        else:
+            effect = (
+                "non-compliant connections to hosts that might be Known Expect-CT Hosts are "
+                "refused (fail closed)"
+            )
+        path = self.store.path if self.store is not None else "(closed)"
+        self._log_once(
+            ("store", doing, key),
+            logging.ERROR,
+            f"Expect-CT: the Known Expect-CT Hosts store {path} cannot {doing}: {cause}. "
+            f"{effect}. Logged once; repeats are counted in the shutdown summary.",
+        )
+
+    def _store_write_ok(self) -> None:
+        if self._store_write_failing:
+            self._store_write_failing = False
+            self._logged_once = collections.OrderedDict(
+                (k, None) for k in self._logged_once if k[:2] != ("store", "write")
+            )
+            path = self.store.path if self.store is not None else "(closed)"
+            logger.warning(f"Expect-CT: the store {path} can be written again.")
+
+    def _reopen_store_if_replaced(self) -> None:
+        """SQLite keeps writing to a deleted (unlinked) file: notes would vanish at exit.
+
+        Before each write, compare the path's inode with the one opened; when the file was
+        deleted or replaced, open the path again (a new, empty store, preload re-applied).
+        """
+        if self.store is None or self._store_identity is None:
+            return
+        current = file_identity(self.store.path)
+        if current == self._store_identity:
+            return
+        path = self.store.path
+        self._log_once(
+            ("store-replaced", path, str(current)),
+            logging.WARNING,
+            f"Expect-CT: the store {path} was "
+            + ("deleted" if current is None else "replaced by another file")
+            + " while mitmproxy ran; opening it again (Known hosts kept only in the old file "
+            "are gone).",
+        )
+        try:
+            self._configure_store()
+        except exceptions.OptionsError as e:
+            # Keep the old (unlinked) store: its look-ups still work, its notes are lost.
+            self._log_once(("store-reopen", path, str(e)), logging.ERROR, f"Expect-CT: {e}")
 
     def _block_reason(self, record: ConnectionRecord) -> str | None:
         """Why this connection must be refused, or None. Fail open only when the RFC says so."""
@@ -568,11 +680,42 @@ class ExpectCT:
         try:
             record = self._evaluate(host, port, handshake.chain, handshake)
         except Exception as e:  # noqa: BLE001 - must never escape into OpenSSL
-            logger.exception(f"Expect-CT: evaluating {host}:{port} failed: {e}")
-            return not self._must_fail_closed(host)
+            return not self._undecided(host, port, e)
         self._connections[server.id] = record
-        self._after_evaluation(record)
+        self._settle(record)
         return record.blocked is None
+
+    def _undecided(self, host: str, port: int, error: Exception) -> bool:
+        """Evaluation failed: log it and return True if the connection must be refused."""
+        if not isinstance(error, storemod.StoreError):  # store faults are logged by _lookup
+            self._internal_error("evaluating an upstream connection", error)
+        closed = self._must_fail_closed(host)
+        if closed:
+            self.stats["blocked"] += 1
+            logger.warning(
+                f"Expect-CT: blocked {host}:{port}: cannot evaluate the connection "
+                f"({type(error).__name__}: {error}) and the host may be a Known Expect-CT Host "
+                f"with enforce: failing closed."
+            )
+        return closed
+
+    def _settle(self, record: ConnectionRecord) -> None:
+        """_after_evaluation; an internal error there never lets a required block through."""
+        try:
+            self._after_evaluation(record)
+        except Exception as e:  # noqa: BLE001
+            self._internal_error("recording an upstream connection", e)
+            if (
+                record.blocked is None
+                and not record.verdict.compliant
+                and not record.exempt
+                and self._must_fail_closed(record.host)
+            ):
+                record.blocked = (
+                    f"{record.host} is a Known Expect-CT Host with enforce, the connection is not "
+                    f"CT-compliant, and an internal error ({type(e).__name__}) occurred: "
+                    "failing closed"
+                )
 
     def _must_fail_closed(self, host: str) -> bool:
         """When the addon cannot decide, a host known to require enforcement stays blocked."""
@@ -580,7 +723,9 @@ class ExpectCT:
             return False
         try:
             known = self.store.get(host)
-        except Exception:  # noqa: BLE001
+        except ValueError:
+            return False  # not a valid host name: it can never have been noted
+        except Exception:  # noqa: BLE001 - the store cannot tell: assume the worst
             return True
         return known is not None and known.enforce
 
@@ -619,7 +764,13 @@ class ExpectCT:
         self.stats["connections"] += 1
         if len(self._hosts_seen) < HOSTS_SEEN_LIMIT:
             self._hosts_seen.add(record.host)
-        self.stats["compliant" if record.verdict.compliant else "non_compliant"] += 1
+        self.stats[
+            "exempt"
+            if record.exempt
+            else "compliant"
+            if record.verdict.compliant
+            else "non_compliant"
+        ] += 1
         line = f"Expect-CT: {record.host}:{record.port} {record.tls_version or ''} {record.chain.kind.value} chain: {record.summary()}"
         if record.verdict.compliant or record.exempt:
             logger.info(line)
@@ -760,6 +911,19 @@ class ExpectCT:
         self.capture.tls_start_server(data)
 
     def tls_established_server(self, data: mtls.TlsData) -> None:
+        try:
+            self._tls_established_server(data)
+        except Exception as e:  # noqa: BLE001 - fail closed for hosts that require it
+            server = data.conn
+            if isinstance(server, connection.Server):
+                host, port = server_identity(server)
+                if self._undecided(host, port, e):
+                    server.error = (
+                        f"Blocked by Expect-CT: cannot evaluate the connection to {host}, a "
+                        "possible Known Expect-CT Host with enforce: failing closed"
+                    )
+
+    def _tls_established_server(self, data: mtls.TlsData) -> None:
         server = data.conn
         if not isinstance(server, connection.Server) or server.id in self._connections:
             return
@@ -772,13 +936,9 @@ class ExpectCT:
         if not served:
             return
         host, port = server_identity(server)
-        try:
-            record = self._evaluate(host, port, served, handshake)
-        except Exception as e:  # noqa: BLE001
-            logger.exception(f"Expect-CT: evaluating {host}:{port} failed: {e}")
-            return
+        record = self._evaluate(host, port, served, handshake)
         self._connections[server.id] = record
-        self._after_evaluation(record)
+        self._settle(record)
         if record.blocked is not None:
             # Refuse the connection before any request uses it (eager strategy: effective; lazy:
             # the request hook already ran, see README).
@@ -828,16 +988,52 @@ class ExpectCT:
             tls_version=server.tls_version,
             chain=served,
         )
-        try:
-            record = self._evaluate(host, port, served, handshake)
-        except Exception as e:  # noqa: BLE001
-            logger.exception(f"Expect-CT: evaluating {host}:{port} failed: {e}")
-            return None
+        # An exception here reaches the hook's wrapper, which fails closed where required.
+        record = self._evaluate(host, port, served, handshake)
         self._connections[server.id] = record
-        self._after_evaluation(record)
+        self._settle(record)
         return record
 
     def request(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._request(flow)
+        except Exception as e:  # noqa: BLE001 - mitmproxy would log it for every flow
+            self._internal_error("in the request hook", e)
+            self._fail_closed_flow(flow, e)
+
+    def _fail_closed_flow(self, flow: http.HTTPFlow, error: Exception) -> None:
+        """After an internal error: answer 502 if the host requires enforcement, else pass."""
+        if flow.response is not None or not flow.live or flow.request.scheme != "https":
+            return
+        server = flow.server_conn
+        record = (
+            self._connections.get(server.id)
+            or self._aborted.get(server.id)
+            or self._closed.get(server.id)
+        )
+        host = request_host(flow)
+        if record is not None and record.blocked is not None:
+            reason = record.blocked
+        elif record is not None and (record.verdict.compliant or record.exempt):
+            return  # nothing to enforce on this connection
+        elif self._must_fail_closed(host):
+            reason = (
+                f"{host} may be a Known Expect-CT Host with enforce and an internal error "
+                f"({type(error).__name__}) left the connection unchecked: failing closed"
+            )
+        else:
+            return
+        self.stats["blocked"] += 1
+        body = f"Blocked by mitmproxy-expect-ct.\n\nHost: {host}\nReason: {reason}\n"
+        flow.response = http.Response.make(
+            502, body.encode(), {"Content-Type": "text/plain; charset=utf-8"}
+        )
+        meta = flow.metadata.setdefault(META_KEY, {})
+        meta["blocked"] = reason
+        meta["blocked_response"] = True
+        flow.marked = ":no_entry:"
+
+    def _request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or not flow.live:
             return
         if flow.request.scheme != "https":
@@ -868,6 +1064,14 @@ class ExpectCT:
         pass
 
     def response(self, flow: http.HTTPFlow) -> None:
+        # The upstream connection was already accepted (the decision is made in the handshake
+        # and the request hook): an internal error here fails open, logged once.
+        try:
+            self._response(flow)
+        except Exception as e:  # noqa: BLE001
+            self._internal_error("in the response hook", e)
+
+    def _response(self, flow: http.HTTPFlow) -> None:
         meta = flow.metadata.get(META_KEY, {})
         if meta.get("blocked_response"):
             return
@@ -885,6 +1089,12 @@ class ExpectCT:
         self._refresh_comment(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._error(flow)
+        except Exception as e:  # noqa: BLE001 - annotation only; the flow already failed
+            self._internal_error("in the error hook", e)
+
+    def _error(self, flow: http.HTTPFlow) -> None:
         record = self._aborted.get(flow.server_conn.id)
         if record is None:
             # Lazy strategy: the connection that failed never became flow.server_conn.
@@ -916,7 +1126,8 @@ class ExpectCT:
                 # The report is per connection (RFC 9163 2.3.3), not per memoised header.
                 self._maybe_report_header(host, record, seen[1])
                 return seen[1]
-        meta: dict[str, Any] = {"values": values}
+        # Undecodable bytes must not reach the metadata: a .mitm file cannot hold them.
+        meta: dict[str, Any] = {"values": [records.field_text(v) for v in values]}
         try:
             parsed: headermod.ExpectCT | None = headermod.parse_expect_ct(
                 values, dialect=ctx.options.expect_ct_dialect
@@ -937,7 +1148,8 @@ class ExpectCT:
         self._maybe_report_header(host, record, meta)
         self.stats[f"header_{action}"] += 1
         safe_values = records.one_line(", ".join(values), 200)
-        text = f"Expect-CT: {host}:{port} header {safe_values!r}: {action} ({why})"
+        # one_line escapes like a string literal; repr() on top would double every backslash.
+        text = f"Expect-CT: {host}:{port} header '{safe_values}': {action} ({why})"
         if meta["valid"]:
             logger.info(text)
         else:
@@ -963,7 +1175,13 @@ class ExpectCT:
             or record.chain.kind is not chainmod.ChainKind.PUBLIC
         ):
             return
-        if self.store is not None and self.store.get(host) is not None:
+        try:
+            known = self.store.get(host) if self.store is not None else None
+        except (ValueError, storemod.StoreError) as e:
+            if isinstance(e, storemod.StoreError):
+                self._store_failed("read", e)
+            known = None  # cannot tell: the header asked for a report, send it
+        if known is not None:
             return  # a Known host's failures are reported at connection setup (RFC 9163 2.4)
         self._report(
             record,
@@ -1008,9 +1226,18 @@ class ExpectCT:
             )
         if self.store is None:
             return "ignored", "no Known Expect-CT Hosts store"
-        action, _entry = self.store.observe(
-            host, max_age=parsed.max_age, enforce=parsed.enforce, report_uri=parsed.report_uri
-        )
+        self._reopen_store_if_replaced()
+        try:
+            action, _entry = self.store.observe(
+                host, max_age=parsed.max_age, enforce=parsed.enforce, report_uri=parsed.report_uri
+            )
+        except ValueError as e:
+            return "ignored", f"the host name cannot be noted: {e}"
+        except storemod.StoreError as e:
+            # The flow is still served; the header is simply not noted (logged once).
+            self._store_failed("write", e)
+            return "ignored", f"store write failed: {e.__cause__ or e}"
+        self._store_write_ok()
         if action == "noted":
             return (
                 action,
@@ -1308,6 +1535,17 @@ def server_identity(server: connection.Server) -> tuple[str, int]:
     except ValueError:
         host = host.lower()
     return host, int(address[1])
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a file, None if it does not exist (or is ":memory:")."""
+    if path == ":memory:":
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def request_host(flow: http.HTTPFlow) -> str:

@@ -114,6 +114,8 @@ def connection_record(
         "compliant": verdict.compliant,
         "policy": verdict.policy,
         "reasons": list(verdict.reasons),
+        # Unreadable SCT sources are worth knowing even when other SCTs made the verdict.
+        "problems": list(verdict.problems),
         "sources": dict(sources),
     }
 

@@ -252,6 +252,16 @@ def _known_host(row: _Row) -> KnownHost:
     )
 
 
+def _in_wal_mode(file: Path) -> bool:
+    """True if the file starts with an SQLite header that declares WAL mode (file format 2)."""
+    try:
+        with open(file, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x02\x02"
+
+
 # --- the store -------------------------------------------------------------------------------
 
 
@@ -351,7 +361,14 @@ class KnownHostStore:
         # (journal-mode switch, WAL checkpoint on close, hot-journal rollback) can write next to
         # or into a file that turns out not to be ours. It reads only the main file, which may
         # lag a WAL; _initialise checks again through the normal connection.
-        uri = file.resolve().as_uri() + "?mode=ro&immutable=1"
+        #
+        # Except for a database in WAL mode (header bytes 18-19 are 2) whose -wal file exists:
+        # another process may be checkpointing into the main file at this very moment, and the
+        # main file alone is then torn ("database disk image is malformed" for a sound store,
+        # so a second proxy would refuse to start). It is read through its WAL with an ordinary
+        # read-only connection, which never checkpoints, rolls back or changes the journal mode.
+        live_wal = _in_wal_mode(file) and os.path.exists(f"{file}-wal")
+        uri = file.resolve().as_uri() + ("?mode=ro" if live_wal else "?mode=ro&immutable=1")
         try:
             probe = self._connect(uri, uri=True)
         except sqlite3.Error as e:
