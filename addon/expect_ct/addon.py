@@ -106,6 +106,7 @@ class ConnectionRecord:
     would_block: str | None = None  # why it would have been refused (blocking suspended)
     reported: bool = False
     event_safe: dict[str, Any] | None = None
+    handshake_safe: dict[str, str | None] | None = None
     summary_text: str = ""
     logged: bool = False
     event: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -1262,14 +1263,16 @@ class ExpectCT:
             # Once per connection: every flow on it shares this JSON-safe snapshot.
             record.event_safe = json_safe(record.event)
             record.summary_text = record.summary()
+            if record.handshake.captured:
+                # Raw handshake SCT data, so expect_ct.check can re-evaluate a saved flow.
+                record.handshake_safe = {
+                    "tls_extension": b64(record.handshake.tls_extension),
+                    "ocsp_response": b64(record.handshake.ocsp_response),
+                }
         meta["connection"] = record.event_safe
         meta["verdict"] = record.summary_text
-        if record.handshake.captured:
-            # Raw handshake SCT data, so expect_ct.check can re-evaluate a saved flow fully.
-            meta["handshake"] = {
-                "tls_extension": b64(record.handshake.tls_extension),
-                "ocsp_response": b64(record.handshake.ocsp_response),
-            }
+        if record.handshake_safe is not None:
+            meta["handshake"] = record.handshake_safe
         if record.would_block:
             meta["would_block"] = record.would_block
         if not record.verdict.compliant and not record.exempt and not flow.marked:
