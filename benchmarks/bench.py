@@ -154,7 +154,9 @@ def start_origin(world: World, work: Path) -> tuple[Proc, int]:
     raise RuntimeError("origin did not start")
 
 
-def start_mitmdump(world: World, work: Path, name: str, with_addon: bool) -> tuple[Proc, int, Path]:
+def start_mitmdump(
+    world: World, work: Path, name: str, with_addon: bool, script: Path | None = None
+) -> tuple[Proc, int, Path]:
     confdir = work / f"conf-{name}"
     args = [
         str(BIN / "mitmdump"),
@@ -167,6 +169,8 @@ def start_mitmdump(world: World, work: Path, name: str, with_addon: bool) -> tup
         "--set",
         f"ssl_verify_upstream_trusted_ca={world.base / 'roots.pem'}",
     ]
+    if script is not None:
+        args += ["-s", str(script)]
     if with_addon:
         args += [
             "-s",
@@ -220,9 +224,13 @@ def run_load(
 
 
 def proxy_benchmark(world: World, work: Path, rounds: int, quick: bool) -> list[str]:
+    """A: mitmdump alone; E: with an empty -s script; B: with the addon. Same load, rotating order."""
     origin, origin_port = start_origin(world, work)
-    a, a_port, a_ca = start_mitmdump(world, work, "A-without", with_addon=False)
-    b, b_port, b_ca = start_mitmdump(world, work, "B-with", with_addon=True)
+    procs = {
+        "A": start_mitmdump(world, work, "A-without", with_addon=False),
+        "E": start_mitmdump(world, work, "E-empty", False, HERE / "empty_script.py"),
+        "B": start_mitmdump(world, work, "B-with", with_addon=True),
+    }
     lines = []
     try:
         scenarios = [
@@ -230,46 +238,47 @@ def proxy_benchmark(world: World, work: Path, rounds: int, quick: bool) -> list[
             ("new connection per request", "new", 8, 80 if quick else 480),
         ]
         for title, mode, conns, reqs in scenarios:
-            # Warm both up (imports, caches, first handshake) before measuring.
-            run_load(a_port, a_ca, origin_port, mode, conns, conns * 4)
-            run_load(b_port, b_ca, origin_port, mode, conns, conns * 4)
-            ratios: list[float] = []
-            tput_a: list[float] = []
-            tput_b: list[float] = []
-            cpu_a: list[float] = []
-            cpu_b: list[float] = []
+            for _proc, port, ca in procs.values():  # warm-up: imports, caches, first handshake
+                run_load(port, ca, origin_port, mode, conns, conns * 4)
+            ratio_a: list[float] = []
+            ratio_e: list[float] = []
+            tput: dict[str, list[float]] = {name: [] for name in procs}
+            cores: dict[str, list[float]] = {name: [] for name in procs}
             origin_share: list[float] = []
             loadgen_share: list[float] = []
+            names = list(procs)
             for round_number in range(rounds):
                 per_request = {}
-                sides = [("A", a, a_port, a_ca, tput_a), ("B", b, b_port, b_ca, tput_b)]
-                # A B, B A, A B, ...: neither side always runs first (drift cancels out).
-                for name, proc, port, ca, tput in sides[:: 1 if round_number % 2 == 0 else -1]:
+                # Rotate the order each round: no side always runs first (drift cancels out).
+                shift = round_number % len(names)
+                for name in names[shift:] + names[:shift]:
+                    proc, port, ca = procs[name]
                     o0, p0 = cpu_seconds(origin.p.pid), cpu_seconds(proc.p.pid)
                     result, loadgen_cpu = run_load(port, ca, origin_port, mode, conns, reqs)
                     o1, p1 = cpu_seconds(origin.p.pid), cpu_seconds(proc.p.pid)
                     if result["errors"]:
                         raise RuntimeError(f"{name}: {result['errors']} errors in {title}")
                     per_request[name] = (p1 - p0) / result["requests"]
-                    tput.append(result["requests"] / result["seconds"])
+                    tput[name].append(result["requests"] / result["seconds"])
+                    cores[name].append((p1 - p0) / result["wall"])
                     origin_share.append((o1 - o0) / result["wall"])
                     loadgen_share.append(loadgen_cpu / result["wall"])
-                    (cpu_a if name == "A" else cpu_b).append((p1 - p0) / result["wall"])
-                ratios.append(per_request["B"] / per_request["A"])
-            lines.append(
-                f"| {title}: mitmdump CPU per request, with/without addon | {spread(ratios)} |"
-            )
-            lines.append(
-                f"| {title}: throughput req/s without / with | {statistics.median(tput_a):.0f} / {statistics.median(tput_b):.0f} |"
-            )
-            lines.append(
-                f"| {title}: CPU use (cores) mitmdump A / B, origin, load generator | "
-                f"{statistics.median(cpu_a):.2f} / {statistics.median(cpu_b):.2f}, "
-                f"{statistics.median(origin_share):.2f}, {statistics.median(loadgen_share):.2f} |"
-            )
+                ratio_a.append(per_request["B"] / per_request["A"])
+                ratio_e.append(per_request["B"] / per_request["E"])
+            median = {name: statistics.median(values) for name, values in tput.items()}
+            lines += [
+                f"| {title}: mitmdump CPU per request, with/without addon | {spread(ratio_a)} |",
+                f"| {title}: same, with addon / with an empty script | {spread(ratio_e)} |",
+                f"| {title}: throughput req/s without / empty script / with | "
+                f"{median['A']:.0f} / {median['E']:.0f} / {median['B']:.0f} |",
+                f"| {title}: CPU use (cores) mitmdump A / E / B, origin, load generator | "
+                + " / ".join(f"{statistics.median(cores[n]):.2f}" for n in names)
+                + f", {statistics.median(origin_share):.2f}, {statistics.median(loadgen_share):.2f} |",
+            ]
     finally:
-        for proc in (a, b, origin):
+        for proc, _port, _ca in procs.values():
             proc.stop()
+        origin.stop()
     return lines
 
 

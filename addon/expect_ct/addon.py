@@ -962,12 +962,9 @@ class ExpectCT:
             while len(self._closed) > ABORTED_MEMORY:
                 self._closed.popitem(last=False)
 
-    def quic_start_server(self, data: Any) -> None:
-        # HTTP/3 upstreams: aioquic does the handshake; only embedded SCTs can be checked,
-        # and that happens when the flow arrives (see _record_for_flow).
-        pass
-
     def _record_for_flow(self, flow: http.HTTPFlow) -> ConnectionRecord | None:
+        # HTTP/3 upstreams never pass through the TLS hooks (aioquic does the handshake): their
+        # connection is evaluated here, from the embedded SCTs, when its first flow arrives.
         server = flow.server_conn
         record = (
             self._connections.get(server.id)
@@ -1060,9 +1057,6 @@ class ExpectCT:
         flow.metadata[META_KEY]["blocked_response"] = True
         flow.marked = ":no_entry:"
         self._set_comment(flow, f"BLOCKED by Expect-CT: {record.summary()}")
-
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
-        pass
 
     def response(self, flow: http.HTTPFlow) -> None:
         # The upstream connection was already accepted (the decision is made in the handshake
