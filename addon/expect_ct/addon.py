@@ -53,8 +53,8 @@ SHA256 = hashes.SHA256()
 META_KEY = "expect_ct"
 ENFORCE_MODES = ("off", "header", "all")
 REPORT_MODES = ("off", "send")
-STORE_FILENAME = "expect-ct.sqlite3"
-LOG_LIST_FILENAME = "expect-ct-log-list.json"
+STORE_FILENAME = storemod.STORE_FILENAME
+LOG_LIST_FILENAME = loglistmod.INSTALLED_FILENAME
 # Bounded caches: a long-running proxy sees unbounded numbers of certificates and hosts.
 VERDICT_CACHE_SIZE = 4096
 ABORTED_MEMORY = 1024
@@ -66,14 +66,6 @@ LOGGED_ONCE_MEMORY = 256  # distinct faults remembered so each is logged once
 
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def to_cryptography(cert: Any) -> x509.Certificate:
-    """A mitmproxy ``certs.Cert`` as a cryptography certificate (11.0 has no to_cryptography())."""
-    convert = getattr(cert, "to_cryptography", None)
-    if convert is not None:
-        return convert()
-    return x509.load_pem_x509_certificate(cert.to_pem())
 
 
 HeaderMemoKey = tuple[str, int, tuple[str, ...], int, chainmod.ChainKind]
@@ -933,7 +925,9 @@ class ExpectCT:
         if handshake.tls_version is None and server.tls_version:
             # QUIC: aioquic did the handshake (no ssl_conn to ask); mitmproxy says "QUICv1".
             handshake = dataclasses.replace(handshake, tls_version=server.tls_version)
-        served = handshake.chain or tuple(to_cryptography(c) for c in server.certificate_list)
+        served = handshake.chain or tuple(
+            records.to_cryptography(c) for c in server.certificate_list
+        )
         if not served:
             return
         host, port = server_identity(server)
@@ -976,7 +970,7 @@ class ExpectCT:
         if not server.certificate_list or server.tls_established is False:
             return None
         # QUIC or a connection the handshake hooks never saw: embedded SCTs only.
-        served = tuple(to_cryptography(c) for c in server.certificate_list)
+        served = tuple(records.to_cryptography(c) for c in server.certificate_list)
         host, port = server_identity(server)
         handshake = tlsmod.HandshakeSCTs(
             captured=False,
@@ -1254,8 +1248,9 @@ class ExpectCT:
         meta["host"] = record.host
         meta["port"] = record.port
         if record.event_safe is None:
-            # Once per connection: every flow on it shares this JSON-safe snapshot.
-            record.event_safe = json_safe(record.event)
+            # Once per connection: every flow on it shares this snapshot (records.py builds
+            # it from JSON primitives only, so it survives a saved .mitm file as it is).
+            record.event_safe = record.event
             record.summary_text = record.summary()
             if record.handshake.captured:
                 # Raw handshake SCT data, so expect_ct.check can re-evaluate a saved flow.
@@ -1389,7 +1384,7 @@ class ExpectCT:
                 continue
             previous = f.metadata.get(META_KEY) or {}
             stored = previous.get("handshake") or {}
-            served = tuple(to_cryptography(c) for c in f.server_conn.certificate_list)
+            served = tuple(records.to_cryptography(c) for c in f.server_conn.certificate_list)
             handshake = tlsmod.HandshakeSCTs(
                 captured=bool(stored),
                 tls_extension=unb64(stored.get("tls_extension")),
@@ -1526,12 +1521,7 @@ def export_row(flow: mflow.Flow) -> dict[str, Any]:
 
 def server_identity(server: connection.Server) -> tuple[str, int]:
     address = server.address or ("", 0)
-    host = server.sni or str(address[0])
-    try:
-        host = storemod.canonical_host(host)
-    except ValueError:
-        host = host.lower()
-    return host, int(address[1])
+    return storemod.host_key(server.sni or str(address[0])), int(address[1])
 
 
 def file_identity(path: str) -> tuple[int, int] | None:
@@ -1547,11 +1537,7 @@ def file_identity(path: str) -> tuple[int, int] | None:
 
 def request_host(flow: http.HTTPFlow) -> str:
     """The flow's upstream host name as server_identity() spells it."""
-    host = flow.server_conn.sni or flow.request.host
-    try:
-        return storemod.canonical_host(host)
-    except ValueError:
-        return host.lower()
+    return storemod.host_key(flow.server_conn.sni or flow.request.host)
 
 
 def known_host_json(known: storemod.KnownHost | None) -> dict[str, Any] | None:
@@ -1563,8 +1549,3 @@ def known_host_json(known: storemod.KnownHost | None) -> dict[str, Any] | None:
         "report_uri": known.report_uri,
         "expires": records.rfc3339(known.expires),
     }
-
-
-def json_safe(value: Any) -> Any:
-    """Metadata must survive a .mitm round trip: JSON primitives only."""
-    return json.loads(json.dumps(value, default=str))

@@ -49,8 +49,8 @@ from expect_ct import records
 from expect_ct import sct as sctmod
 from expect_ct import store as storemod
 
-STORE_FILENAME = "expect-ct.sqlite3"
-LOG_LIST_FILENAME = "expect-ct-log-list.json"
+STORE_FILENAME = storemod.STORE_FILENAME
+LOG_LIST_FILENAME = loglistmod.INSTALLED_FILENAME
 DEFAULT_CONFDIR = "~/.mitmproxy"
 
 EXIT_OK = 0
@@ -260,10 +260,6 @@ def default_store_path() -> str:
     return os.path.join(os.path.expanduser(DEFAULT_CONFDIR), STORE_FILENAME)
 
 
-def rfc3339(when: datetime.datetime) -> str:
-    return records.rfc3339(when)
-
-
 def open_store(path: str | None) -> storemod.KnownHostStore:
     path = path or default_store_path()
     if path != ":memory:" and not os.path.exists(path):
@@ -283,8 +279,8 @@ def cmd_hosts(args: argparse.Namespace) -> int:
                 "host": host.host,
                 "enforce": host.enforce,
                 "report_uri": host.report_uri,
-                "expires": rfc3339(host.expires),
-                "last_observed": rfc3339(host.last_observed),
+                "expires": records.rfc3339(host.expires),
+                "last_observed": records.rfc3339(host.last_observed),
             }
             if args.json:
                 print(json.dumps(record))
@@ -324,13 +320,13 @@ class Analysis:
 
     def describe(self) -> str:
         if self.log_list.timestamp is not None:
-            dated = f"dated {rfc3339(self.log_list.timestamp)}"
+            dated = f"dated {records.rfc3339(self.log_list.timestamp)}"
         elif self.log_list_timestamp is not None:
-            dated = f"no timestamp in the list; file modified {rfc3339(self.log_list_timestamp)}"
+            dated = f"no timestamp in the list; file modified {records.rfc3339(self.log_list_timestamp)}"
         else:
             dated = "undated"
         return (
-            f"policy {self.policy}, as of {rfc3339(self.now)}, "
+            f"policy {self.policy}, as of {records.rfc3339(self.now)}, "
             f"{len(self.log_list)} CT logs from {self.log_list.source} ({dated})"
         )
 
@@ -464,15 +460,6 @@ class SavedConnection:
     headers: dict[tuple[str, ...], int] = field(default_factory=dict)  # values -> responses
 
 
-def _to_cryptography(cert: Any) -> x509.Certificate:
-    """A mitmproxy ``certs.Cert`` as a cryptography certificate (11.0 has no to_cryptography())."""
-    convert = getattr(cert, "to_cryptography", None)
-    if convert is not None:
-        result: x509.Certificate = convert()
-        return result
-    return x509.load_pem_x509_certificate(cert.to_pem())
-
-
 def _server_identity(server: Any, meta: dict[str, Any]) -> tuple[str, int] | None:
     """The addon's (host, port) for a connection: SNI, else the address, canonicalised."""
     address = server.address
@@ -480,11 +467,7 @@ def _server_identity(server: Any, meta: dict[str, Any]) -> tuple[str, int] | Non
     port = address[1] if address else meta.get("port")
     if not host or port is None:
         return None
-    try:
-        host = storemod.canonical_host(host)
-    except ValueError:
-        host = str(host).lower()
-    return host, int(port)
+    return storemod.host_key(str(host)), int(port)
 
 
 def read_flow_file(path: str, connections: dict[str, SavedConnection]) -> tuple[int, int]:
@@ -525,7 +508,7 @@ def _note_flow(path: str, flow: Any, connections: dict[str, SavedConnection]) ->
     saved = connections.get(server.id)
     if saved is None:
         try:
-            served = tuple(_to_cryptography(c) for c in server.certificate_list)
+            served = tuple(records.to_cryptography(c) for c in server.certificate_list)
         except ValueError:
             served = ()
         saved = SavedConnection(
@@ -578,7 +561,7 @@ def _header_summary(entry: dict[str, Any]) -> str:
 def check_record(saved: SavedConnection, analysis: Analysis, dialect: str) -> dict[str, Any]:
     """One output object: the ``connection`` event fields plus what only offline analysis has."""
     record: dict[str, Any] = {
-        "time": rfc3339(analysis.now),
+        "time": records.rfc3339(analysis.now),
         "event": "connection",
         "host": saved.host,
         "port": saved.port,
@@ -749,7 +732,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     analysis = load_analysis(args)
     result = evaluate(analysis, served, host=args.host, tls_scts=tls_scts, ocsp_response=ocsp_der)
     record: dict[str, Any] = {
-        "time": rfc3339(analysis.now),
+        "time": records.rfc3339(analysis.now),
         "event": "connection",
         "host": args.host,
         "port": None,
@@ -917,7 +900,7 @@ def describe_age(log_list: loglistmod.LogList, now: datetime.datetime) -> str:
             "the addon dates it by the file's modification time"
         )
     days = age / datetime.timedelta(days=1)
-    text = f"dated {rfc3339(log_list.timestamp)} ({days:.1f} days old)"
+    text = f"dated {records.rfc3339(log_list.timestamp)} ({days:.1f} days old)"
     if age > STALE_AFTER:
         text += (
             f"; WARNING: older than {STALE_AFTER.days} days, the addon's default "

@@ -39,6 +39,11 @@ BUNDLED_LIST = "apple_log_list.json"
 BUNDLED_META = "apple_log_list.meta.json"
 
 
+# `python -m expect_ct update-log-list` installs a list here (in mitmproxy's confdir) and the
+# addon loads it when expect_ct_log_list is not set.
+INSTALLED_FILENAME = "expect-ct-log-list.json"
+
+
 class LogState(enum.StrEnum):
     """Log states of GoogleChrome/CertificateTransparency log_states.md (Apple uses the same)."""
 

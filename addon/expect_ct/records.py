@@ -36,6 +36,15 @@ def rfc3339(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def to_cryptography(cert: Any) -> x509.Certificate:
+    """A mitmproxy ``certs.Cert`` as a cryptography certificate (11.0 has no to_cryptography())."""
+    convert = getattr(cert, "to_cryptography", None)
+    if convert is not None:
+        result: x509.Certificate = convert()
+        return result
+    return x509.load_pem_x509_certificate(cert.to_pem())
+
+
 def certificate_facts(cert: x509.Certificate) -> dict[str, str]:
     """The leaf summary of a ``connection`` record: SHA-256 of the DER, names, validity."""
     return dict(_certificate_facts(cert.public_bytes(serialization.Encoding.DER)))

@@ -134,6 +134,18 @@ _LDH_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
 _MAX_NAME_LENGTH = 253
 
 
+STORE_FILENAME = "expect-ct.sqlite3"  # in mitmproxy's confdir, for the addon and the CLI
+
+
+def host_key(host: str) -> str:
+    """The name a host is stored and looked up under; a name that cannot be canonicalised
+    (it can never have been noted) is only lower-cased, so it still identifies the host."""
+    try:
+        return canonical_host(host)
+    except ValueError:
+        return host.lower()
+
+
 # Pure and called for every connection and header: memoised (errors are not cached).
 @functools.lru_cache(maxsize=4096)
 def canonical_host(host: str) -> str:
