@@ -7,9 +7,11 @@ the decision is enumerated, which would take too many proxy start-ups end to end
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +31,11 @@ from mitmproxy.tls import TlsData
 
 import pki
 from conftest import World
+from expect_ct import addon as addon_module
 from expect_ct import tls as tlsmod
 from expect_ct.addon import ExpectCT
+from expect_ct.addon import _next_validity_boundary
+from expect_ct.addon import pretty_host
 from expect_ct.store import KnownHostStore
 
 HOST = "localhost"
@@ -332,3 +337,105 @@ def test_lazy_error_on_a_refused_connection_is_marked(loaded: Loaded, chains: Ch
     loaded.addon.error(other)
     assert not other.marked
     assert "expect_ct" not in other.metadata
+
+
+# ----------------------------------------------------- what connections share (speed)
+
+
+def test_connections_with_the_same_chain_and_handshake_share_one_evaluation(
+    loaded: Loaded, chains: Chains
+) -> None:
+    addon = loaded.addon
+    first = addon._evaluate(HOST, 443, chains.compliant, handshake(chains.compliant))
+    misses = addon.verdicts.misses
+    second = addon._evaluate(HOST, 8443, chains.compliant, handshake(chains.compliant))
+    assert second is not first and second.port == 8443
+    assert second.verdict is first.verdict and second.chain is first.chain
+    assert second.event is first.event and second.event_json == first.event_json
+    assert addon.verdicts.misses == misses  # not even a verdict-cache look-up missed
+    # Different handshake data is a different evaluation.
+    with_extension = dataclasses.replace(handshake(chains.compliant), tls_extension=b"\0\0")
+    third = addon._evaluate(HOST, 443, chains.compliant, with_extension)
+    assert third.verdict is not first.verdict
+    assert third.event != first.event
+    # So is another host name (the name is checked against the certificate).
+    elsewhere = addon._evaluate(
+        "elsewhere.test", 443, chains.compliant, handshake(chains.compliant)
+    )
+    assert elsewhere.chain is not first.chain
+    assert elsewhere.chain.kind is not first.chain.kind
+    # A configuration change forgets every shared evaluation.
+    loaded.tctx.configure(addon, expect_ct_policy="apple")
+    again = addon._evaluate(HOST, 443, chains.compliant, handshake(chains.compliant))
+    assert again.verdict.policy == "apple"
+
+
+def test_a_shared_evaluation_ends_when_a_certificate_of_the_chain_expires(
+    loaded: Loaded, world: World
+) -> None:
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=5)
+    leaf, _ = pki.make_leaf(world.public_inter, not_after=soon)
+    served = (leaf, world.public_inter.cert)
+    addon = loaded.addon
+    addon._evaluate(HOST, 443, served, handshake(served))
+    (memo,) = [m for m in addon._evaluations.values() if m.chain.validated[:1] == (leaf,)]
+    assert memo.expires - time.monotonic() <= 5.0
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30)
+    assert _next_validity_boundary(served, later) > 30 * 86400  # the intermediate's expiry
+    assert _next_validity_boundary((leaf,), later) == float("inf")
+
+
+@pytest.mark.parametrize(
+    "host_header",
+    [
+        None,
+        "example.com",
+        "example.com:8443",
+        "[::1]:8443",
+        "[2001:db8::1]",
+        "EXAMPLE.com.",
+        "bücher.example",
+        "xn--bcher-kva.example:443",
+        "bad host:x",
+    ],
+)
+def test_pretty_host_is_mitmproxys(host_header: str | None) -> None:
+    flow = tflow.tflow()
+    flow.request.host = "upstream.example"
+    flow.request.headers.pop("Host", None)
+    if host_header is not None:
+        flow.request.headers["Host"] = host_header
+    assert pretty_host(flow.request) == flow.request.pretty_host
+    assert pretty_host(flow.request) == flow.request.pretty_host  # from the memo
+    # HTTP/2 and HTTP/3 carry the authority pseudo-header instead.
+    flow.request.http_version = "HTTP/2.0"
+    flow.request.authority = "h2.example:8443"
+    assert pretty_host(flow.request) == flow.request.pretty_host == "h2.example"
+
+
+def test_repeated_compliant_lines_are_counted_then_summarised(
+    loaded: Loaded,
+    chains: Chains,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(addon_module, "LINE_REPEAT_WINDOW", 0.5)
+    for _ in range(3):
+        assert loaded.addon._decide(server(), handshake(chains.compliant)) is True
+    lines = [
+        r.getMessage() for r in caplog.records if "public chain: CT: compliant" in r.getMessage()
+    ]
+    assert len(lines) == 1 and "more like it" not in lines[0]
+    time.sleep(0.6)
+    assert loaded.addon._decide(server(), handshake(chains.compliant)) is True
+    lines = [
+        r.getMessage() for r in caplog.records if "public chain: CT: compliant" in r.getMessage()
+    ]
+    assert len(lines) == 2 and "(and 2 more like it in the " in lines[1]
+    # Problems are never left out.
+    for _ in range(2):
+        loaded.addon._decide(server(), handshake(chains.non_compliant))
+    warnings = [r for r in caplog.records if "public chain: CT: NOT compliant" in r.getMessage()]
+    assert len(warnings) == 2 and all(r.levelno == logging.WARNING for r in warnings)
+    assert "repeats not logged     2" in loaded.addon.summary()

@@ -1121,3 +1121,31 @@ def test_event_log_refuses_to_overwrite_time(tmp_path: Path):
     with pytest.raises(TypeError, match="time"):
         log.write("x", "h", 1, time="never")
     log.close()
+
+
+def test_event_log_encoded_fields_give_the_same_line_as_write(tmp_path: Path):
+    moment = datetime.datetime(2024, 2, 3, 4, 5, 6, tzinfo=UTC)
+    fields = {"scts": [{"status": "valid"}], "evil": 'x\n{"event": "forged"}\u2028', "raw": b"\0"}
+    direct = EventLog(tmp_path / "direct.jsonl", clock=lambda: moment)
+    direct.write("connection", "h.test", 443, **fields)
+    direct.close()
+    encoded = EventLog(tmp_path / "encoded.jsonl", clock=lambda: moment)
+    once = EventLog.encode_fields(fields)
+    encoded.write_encoded("connection", "h.test", 443, once)
+    encoded.write_encoded("blocked", "h.test", 443, EventLog.encode_fields({}))
+    encoded.close()
+    first, second = (tmp_path / "encoded.jsonl").read_text().splitlines()
+    assert first == (tmp_path / "direct.jsonl").read_text().rstrip("\n")
+    assert json.loads(first)["evil"] == fields["evil"]
+    assert json.loads(second) == {
+        "time": "2024-02-03T04:05:06.000Z",
+        "event": "blocked",
+        "host": "h.test",
+        "port": 443,
+    }
+
+
+@pytest.mark.parametrize("name", ["time", "event", "host", "port"])
+def test_event_log_fields_cannot_replace_the_envelope(name: str):
+    with pytest.raises(TypeError, match=name):
+        EventLog.encode_fields({name: "forged"})

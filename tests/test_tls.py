@@ -530,11 +530,32 @@ def test_capture_matrix(
     assert result.ocsp_response == (material.ocsp if ocsp else None)
     assert result.tls_version == f"TLSv{tls_version}"
     assert [der(c) for c in result.chain] == [der(material.leaf), der(material.intermediate)]
+    assert result.chain_der == (der(material.leaf), der(material.intermediate))
     # decide ran exactly once, inside the handshake, and already saw everything.
     assert len(decider.calls) == 1
     server, seen = decider.calls[0]
     assert server is data.conn
     assert seen == result
+
+
+def test_connections_to_one_server_share_its_certificate_objects(
+    tmp_path: Path, material: Material, confdir: Path
+) -> None:
+    results = []
+    with (
+        origin(tmp_path, material, "1.3", sct=True, ocsp=False) as site,
+        proxy(ORDERS[0], confdir, material) as p,
+    ):
+        p.capture.install(Decider())
+        for _ in range(2):
+            data = p.start_upstream(site.port)
+            with upstream(data, site.port) as up:
+                up.handshake()
+                results.append(p.capture.result(data))
+    first, second = results
+    assert first.chain_der == second.chain_der
+    # Parsed once: the addon's caches see the very same objects on the second connection.
+    assert all(a is b for a, b in zip(first.chain, second.chain, strict=True))
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -659,6 +680,7 @@ def test_connection_not_seen_by_the_hook_reports_not_captured(
     assert result.captured is False
     assert (result.tls_extension, result.ocsp_response) == (None, None)  # OCSP never requested
     assert [der(c) for c in result.chain][:1] == [der(material.leaf)]
+    assert result.chain_der[:1] == (der(material.leaf),)
     assert decider.calls == []
 
 

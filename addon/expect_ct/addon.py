@@ -14,6 +14,7 @@ import collections
 import csv
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
 from mitmproxy import command
 from mitmproxy import connection
 from mitmproxy import ctx
@@ -35,6 +37,7 @@ from mitmproxy import tls as mtls
 from mitmproxy import types as mtypes
 from mitmproxy.hooks import UpdateHook
 from mitmproxy.log import ALERT
+from mitmproxy.net.http import url
 
 from expect_ct import cache
 from expect_ct import chain as chainmod
@@ -60,6 +63,12 @@ VERDICT_CACHE_SIZE = 4096
 ABORTED_MEMORY = 1024
 HEADER_REFRESH = 60.0  # seconds
 HEADER_MEMO_SIZE = 1024
+# A new connection to a host whose chain and handshake data were evaluated moments ago gets
+# that evaluation again (chain, verdict, record): at most this old, and never across a
+# certificate's notBefore/notAfter.
+LINE_REPEAT_WINDOW = 60.0  # seconds: identical INFO lines within it are counted, not logged
+EVALUATION_MEMO_TTL = 60.0  # seconds
+EVALUATION_MEMO_SIZE = 1024
 HOSTS_SEEN_LIMIT = 100_000  # for the shutdown summary only
 LOGGED_ONCE_MEMORY = 256  # distinct faults remembered so each is logged once
 
@@ -102,27 +111,58 @@ class ConnectionRecord:
     summary_text: str = ""
     logged: bool = False
     event: dict[str, Any] = dataclasses.field(default_factory=dict)
+    event_json: str = ""  # ``event`` as EventLog.encode_fields() writes it
 
     @property
     def exempt(self) -> bool:
         return self.chain.kind is chainmod.ChainKind.PRIVATE
 
     def summary(self) -> str:
-        if self.exempt:
-            return "CT: exempt (chain ends at a private root)"
-        valid = sum(1 for c in self.verdict.scts if c.status == "valid")
-        sources = sorted({c.sct.source.value for c in self.verdict.scts})
-        detail = f"{valid}/{len(self.verdict.scts)} valid SCTs" + (
-            f" ({', '.join(sources)})" if sources else ""
-        )
-        if self.verdict.compliant:
-            text = f"CT: compliant ({self.verdict.policy}; {detail})"
-        else:
-            reasons = "; ".join(self.verdict.reasons) or "not compliant"
-            text = f"CT: NOT compliant ({self.verdict.policy}; {detail}): {reasons}"
-        if self.chain.kind is chainmod.ChainKind.UNTRUSTED:
-            text += " [chain not publicly trusted]"
-        return text
+        return self.summary_text or verdict_summary(self.chain, self.verdict)
+
+
+def verdict_summary(chain: chainmod.ChainResult, verdict: policymod.Verdict) -> str:
+    """One line: the CT verdict on a connection, as flow comments and the event log show it."""
+    if chain.kind is chainmod.ChainKind.PRIVATE:
+        return "CT: exempt (chain ends at a private root)"
+    valid = sum(1 for c in verdict.scts if c.status == "valid")
+    sources = sorted({c.sct.source.value for c in verdict.scts})
+    detail = f"{valid}/{len(verdict.scts)} valid SCTs" + (
+        f" ({', '.join(sources)})" if sources else ""
+    )
+    if verdict.compliant:
+        text = f"CT: compliant ({verdict.policy}; {detail})"
+    else:
+        reasons = "; ".join(verdict.reasons) or "not compliant"
+        text = f"CT: NOT compliant ({verdict.policy}; {detail}): {reasons}"
+    if chain.kind is chainmod.ChainKind.UNTRUSTED:
+        text += " [chain not publicly trusted]"
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class _Evaluation:
+    """What every connection with the same chain, handshake data and settings shares."""
+
+    expires: float  # time.monotonic()
+    chain: chainmod.ChainResult
+    verdict: policymod.Verdict
+    event: dict[str, Any]
+    event_json: str
+    summary: str
+
+
+EvaluationKey = tuple[object, ...]
+
+
+def _next_validity_boundary(chain: Sequence[x509.Certificate], now: datetime.datetime) -> float:
+    """Seconds until a certificate of the chain becomes valid or expires (inf if none will)."""
+    soonest = float("inf")
+    for cert in chain:
+        for moment in (cert.not_valid_before_utc, cert.not_valid_after_utc):
+            if moment > now:
+                soonest = min(soonest, (moment - now).total_seconds())
+    return soonest
 
 
 class ExpectCT:
@@ -150,9 +190,13 @@ class ExpectCT:
             collections.OrderedDict()
         )
         self.verdicts = cache.VerdictCache(VERDICT_CACHE_SIZE)
+        self._evaluations: collections.OrderedDict[EvaluationKey, _Evaluation] = (
+            collections.OrderedDict()
+        )
         self._header_memo: collections.OrderedDict[HeaderMemoKey, tuple[float, dict[str, Any]]] = (
             collections.OrderedDict()
         )
+        self._recent_lines: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.stats: collections.Counter[str] = collections.Counter()
         self._hosts_seen: set[str] = set()
@@ -310,6 +354,17 @@ class ExpectCT:
             "expect_ct_public_roots",
         }:
             self.verdicts.clear()
+        if updated & {
+            "expect_ct_log_list",
+            "expect_ct_log_list_max_age",
+            "expect_ct_policy",
+            "expect_ct_public_roots",
+            "ssl_verify_upstream_trusted_ca",
+            "ssl_verify_upstream_trusted_confdir",
+            "confdir",
+        }:
+            # Keyed by id(log list) and id(classifier): a new object may reuse an old id.
+            self._evaluations.clear()
 
     def _configure_log_list(self) -> None:
         path = ctx.options.expect_ct_log_list
@@ -500,6 +555,7 @@ class ExpectCT:
         rows += [
             (name, self.stats[key])
             for name, key in (
+                ("repeats not logged", "repeated_lines"),
                 ("store read errors", "store_read_errors"),
                 ("store write errors", "store_write_errors"),
                 ("internal errors", "internal_errors"),
@@ -522,33 +578,95 @@ class ExpectCT:
     ) -> ConnectionRecord:
         assert self.log_list is not None and self.classifier is not None
         now = utcnow()
+        evaluation = self._shared_evaluation(host, served, handshake, now)
+        record = ConnectionRecord(
+            host=host,
+            port=port,
+            tls_version=handshake.tls_version,
+            served_chain=tuple(served),
+            chain=evaluation.chain,
+            verdict=evaluation.verdict,
+            handshake=handshake,
+            evaluated_at=now,
+            event=evaluation.event,
+            event_json=evaluation.event_json,
+            summary_text=evaluation.summary,
+        )
+        # Only a non-compliant, non-exempt connection can be blocked or reported (RFC 9163
+        # 2.4), so only it needs the host's policy: compliant connections skip the store read
+        # and are never refused because the store cannot be read.
+        if self.store is not None and not evaluation.verdict.compliant and not record.exempt:
+            record.known_host = self._lookup(host)
+        return record
+
+    def _shared_evaluation(
+        self,
+        host: str,
+        served: Sequence[x509.Certificate],
+        handshake: tlsmod.HandshakeSCTs,
+        now: datetime.datetime,
+    ) -> _Evaluation:
+        """Classify and judge the chain, or reuse the result for the same inputs (memo)."""
+        assert self.log_list is not None and self.classifier is not None
+        policy = ctx.options.expect_ct_policy
+        ders = (
+            handshake.chain_der
+            if handshake.chain_der and served is handshake.chain
+            else tuple(cert.public_bytes(serialization.Encoding.DER) for cert in served)
+        )
+        key: EvaluationKey = (
+            host,
+            ders,
+            handshake.tls_extension,
+            handshake.ocsp_response,
+            handshake.captured,
+            handshake.tls_version,
+            policy,
+            id(self.log_list),
+            id(self.classifier),
+        )
+        clock = time.monotonic()
+        memo = self._evaluations.get(key)
+        if memo is not None and clock < memo.expires:
+            self._evaluations.move_to_end(key)
+            return memo
         chain_result = self.classifier.classify(served, host=host, now=now)
         verdict = self.verdicts.get_or_evaluate(
             served,
             tls_scts=handshake.tls_extension,
             ocsp_response=handshake.ocsp_response,
             log_list=self.log_list,
-            policy=ctx.options.expect_ct_policy,
+            policy=policy,
             issuers=chain_result.validated[1:],
             now=now,
         )
-        record = ConnectionRecord(
-            host=host,
-            port=port,
+        event = records.connection_record(
             tls_version=handshake.tls_version,
-            served_chain=tuple(served),
+            chain=chain_result.kind,
+            leaf=served[0] if served else None,
+            verdict=verdict,
+            sources=records.handshake_sources(
+                captured=handshake.captured,
+                tls_extension=handshake.tls_extension,
+                ocsp_response=handshake.ocsp_response,
+            ),
+        )
+        lifetime = min(
+            EVALUATION_MEMO_TTL,
+            _next_validity_boundary((*served, *chain_result.validated), now),
+        )
+        memo = _Evaluation(
+            expires=clock + lifetime,
             chain=chain_result,
             verdict=verdict,
-            handshake=handshake,
-            evaluated_at=now,
+            event=event,
+            event_json=reportmod.EventLog.encode_fields(event),
+            summary=verdict_summary(chain_result, verdict),
         )
-        # Only a non-compliant, non-exempt connection can be blocked or reported (RFC 9163
-        # 2.4), so only it needs the host's policy: compliant connections skip the store read
-        # and are never refused because the store cannot be read.
-        if self.store is not None and not verdict.compliant and not record.exempt:
-            record.known_host = self._lookup(host)
-        record.event = self._connection_event(record)
-        return record
+        self._evaluations[key] = memo
+        while len(self._evaluations) > EVALUATION_MEMO_SIZE:
+            self._evaluations.popitem(last=False)
+        return memo
 
     def _lookup(self, host: str) -> storemod.KnownHost | None:
         assert self.store is not None
@@ -765,23 +883,31 @@ class ExpectCT:
             else "non_compliant"
         ] += 1
         line = f"Expect-CT: {record.host}:{record.port} {record.tls_version or ''} {record.chain.kind.value} chain: {record.summary()}"
-        if record.verdict.compliant or record.exempt:
-            logger.info(line)
+        if not (record.verdict.compliant or record.exempt):
+            logger.warning(line)  # every time: each one is a problem
         else:
-            logger.warning(line)
-        self._write_event("connection", record.host, record.port, **record.event)
+            self._log_unless_repeated(line)
+        if self.event_log is not None:
+            self.event_log.write_encoded("connection", record.host, record.port, record.event_json)
 
-    def _connection_event(self, record: ConnectionRecord) -> dict[str, Any]:
-        hs = record.handshake
-        return records.connection_record(
-            tls_version=record.tls_version,
-            chain=record.chain.kind,
-            leaf=record.served_chain[0] if record.served_chain else None,
-            verdict=record.verdict,
-            sources=records.handshake_sources(
-                captured=hs.captured, tls_extension=hs.tls_extension, ocsp_response=hs.ocsp_response
-            ),
-        )
+    def _log_unless_repeated(self, line: str) -> None:
+        """INFO, but a line already logged in the last LINE_REPEAT_WINDOW seconds is only
+        counted; the next time it is logged it says how many were left out. A client that
+        opens a connection per request would otherwise repeat the same line all day (and
+        mitmproxy's logging is the largest part of the addon's per-connection cost)."""
+        clock = time.monotonic()
+        seen = self._recent_lines.get(line)
+        if seen is not None and clock - seen[0] < LINE_REPEAT_WINDOW:
+            seen[1] += 1
+            self.stats["repeated_lines"] += 1
+            return
+        self._recent_lines[line] = [clock, 0]
+        self._recent_lines.move_to_end(line)
+        while len(self._recent_lines) > HEADER_MEMO_SIZE:
+            self._recent_lines.popitem(last=False)
+        if seen is not None and seen[1]:
+            line += f" (and {seen[1]:.0f} more like it in the {clock - seen[0]:.0f} s before)"
+        logger.info(line)
 
     # ---------------------------------------------------------------- reports
 
@@ -1101,7 +1227,7 @@ class ExpectCT:
     def _process_header(
         self, flow: http.HTTPFlow, values: list[str], record: ConnectionRecord | None
     ) -> dict[str, Any]:
-        host = flow.request.pretty_host
+        host = pretty_host(flow.request)
         port = flow.request.port
         # Sites send the same header on every response: process it (store write, log line)
         # once a minute per host and connection verdict, not once per flow. The stored
@@ -1251,7 +1377,6 @@ class ExpectCT:
             # Once per connection: every flow on it shares this snapshot (records.py builds
             # it from JSON primitives only, so it survives a saved .mitm file as it is).
             record.event_safe = record.event
-            record.summary_text = record.summary()
             if record.handshake.captured:
                 # Raw handshake SCT data, so expect_ct.check can re-evaluate a saved flow.
                 record.handshake_safe = {
@@ -1533,6 +1658,18 @@ def file_identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+def pretty_host(request: http.Request) -> str:
+    """``request.pretty_host``, parsing each distinct Host header once: sites send the same
+    one on every request, and mitmproxy validates it anew each time it is asked."""
+    authority = request.host_header
+    return _authority_host(authority) if authority else request.host
+
+
+@functools.lru_cache(maxsize=1024)
+def _authority_host(authority: str) -> str:
+    return url.parse_authority(authority, check=False)[0]
 
 
 def request_host(flow: http.HTTPFlow) -> str:

@@ -43,6 +43,7 @@ from mitmproxy import ctx
 from mitmproxy import tls
 from mitmproxy.net import tls as net_tls
 from OpenSSL import SSL
+from OpenSSL import crypto
 
 _ffi: Any
 _lib: Any
@@ -280,6 +281,8 @@ class HandshakeSCTs:
     ocsp_response: bytes | None
     tls_version: str | None
     chain: tuple[x509.Certificate, ...]
+    # The same chain as DER, when the handshake gave it as DER: a cheap exact cache key.
+    chain_der: tuple[bytes, ...] = ()
 
 
 NOTHING_CAPTURED = HandshakeSCTs(
@@ -414,26 +417,37 @@ def _on_message(
     ssl: Any,
     arg: Any,
 ) -> None:
-    """SSL_CTX_set_msg_callback: every protocol message, after decryption."""
-    if write_p or content_type != CONTENT_TYPE_HANDSHAKE:
+    """SSL_CTX_set_msg_callback: every protocol message, after decryption.
+
+    OpenSSL calls this for every record header and message of every upstream connection, in
+    both directions, so the messages we do not read are dismissed before any look-up.
+    """
+    if write_p or content_type != CONTENT_TYPE_HANDSHAKE or not length:
         return
     try:
+        if _ffi.cast("unsigned char *", buf)[0] not in _CAPTURED_MESSAGES:
+            return
         conn = SSL.Connection._reverse_mapping.get(ssl)
-        state: _ConnectionState | None = getattr(conn, _CONNECTION_STATE_ATTR, None)
+        state = _state_of(conn) if conn is not None else None
         if state is None or not state.extension_capture:
             return
-        message = bytes(_ffi.buffer(buf, length))
-        if not message or message[0] not in (
-            HANDSHAKE_SERVER_HELLO,
-            HANDSHAKE_CERTIFICATE,
-            HANDSHAKE_CERTIFICATE_STATUS,
-        ):
-            return
-        state.flight.observe(message)
+        state.flight.observe(bytes(_ffi.buffer(buf, length)))
     except MalformedHandshakeMessage as e:
         logger.warning(f"Could not read an upstream TLS handshake message for SCTs: {e}")
     except Exception:
         logger.exception("Unexpected error while capturing upstream TLS handshake messages")
+
+
+_CAPTURED_MESSAGES = frozenset(
+    (HANDSHAKE_SERVER_HELLO, HANDSHAKE_CERTIFICATE, HANDSHAKE_CERTIFICATE_STATUS)
+)
+
+
+def _state_of(conn: SSL.Connection) -> _ConnectionState | None:
+    # vars(), not getattr(): pyOpenSSL's Connection.__getattr__ falls back to its socket, and a
+    # missed attribute costs an exception - on every handshake message of every connection.
+    state: _ConnectionState | None = vars(conn).get(_CONNECTION_STATE_ATTR)
+    return state
 
 
 _message_callback: Any = None
@@ -453,7 +467,7 @@ def _on_status(conn: SSL.Connection, stapled: bytes, data: Any) -> bool:
     from do_handshake); returning False aborts the handshake with bad_certificate_status_response.
     """
     try:
-        state: _ConnectionState | None = getattr(conn, _CONNECTION_STATE_ATTR, None)
+        state = _state_of(conn)
         if state is None or state.status_callback_ran:
             return True
         state.status_callback_ran = True
@@ -532,13 +546,25 @@ def _wrap(original: Callable[..., SSL.Context], features: _Features) -> Callable
 # --- Reading results ------------------------------------------------------------------------
 
 
-def _peer_chain(conn: SSL.Connection) -> tuple[x509.Certificate, ...]:
+def _peer_chain(conn: SSL.Connection) -> tuple[tuple[x509.Certificate, ...], tuple[bytes, ...]]:
+    """The upstream chain as cryptography objects and as DER."""
     try:
-        chain = conn.get_peer_cert_chain(as_cryptography=True)
+        ders = tuple(
+            crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+            for cert in conn.get_peer_cert_chain() or ()
+        )
+        return tuple(_certificate(der) for der in ders), ders
     except Exception:
         logger.exception("Could not read the upstream certificate chain")
-        return ()
-    return tuple(chain or ())
+        return (), ()
+
+
+@functools.lru_cache(maxsize=512)
+def _certificate(der: bytes) -> x509.Certificate:
+    """One cryptography object per distinct certificate: a server sends the same chain on
+    every connection, so parsing it again each time is wasted, and the addon's caches then
+    see the very same objects."""
+    return x509.load_der_x509_certificate(der)
 
 
 def _tls_version(conn: SSL.Connection) -> str | None:
@@ -570,13 +596,15 @@ def _snapshot(conn: SSL.Connection, state: _ConnectionState) -> HandshakeSCTs:
     else:
         stapled = _read_staple(conn) or state.flight.ocsp_response
     capture = state.extension_capture
+    chain, chain_der = _peer_chain(conn)
     return HandshakeSCTs(
         captured=capture,
         tls_extension=state.flight.tls_extension if capture else None,
         tls_extension_where=state.flight.tls_extension_where if capture else None,
         ocsp_response=stapled,
         tls_version=_tls_version(conn),
-        chain=_peer_chain(conn),
+        chain=chain,
+        chain_der=chain_der,
     )
 
 
@@ -654,7 +682,7 @@ class HandshakeCapture:
                 return
             tlsconfig.tls_start_server(data)
         conn = data.ssl_conn
-        if conn is None or getattr(conn, _CONNECTION_STATE_ATTR, None) is not None:
+        if conn is None or _state_of(conn) is not None:
             return
         instrumented = getattr(conn.get_context(), _CONTEXT_FLAG_ATTR, None)
         state = _ConnectionState(
@@ -671,15 +699,17 @@ class HandshakeCapture:
         conn = data.ssl_conn
         if conn is None:
             return NOTHING_CAPTURED
-        state: _ConnectionState | None = getattr(conn, _CONNECTION_STATE_ATTR, None)
+        state = _state_of(conn)
         if state is None:
+            chain, chain_der = _peer_chain(conn)
             return HandshakeSCTs(
                 captured=False,
                 tls_extension=None,
                 tls_extension_where=None,
                 ocsp_response=_read_staple(conn),
                 tls_version=_tls_version(conn),
-                chain=_peer_chain(conn),
+                chain=chain,
+                chain_der=chain_der,
             )
         return _snapshot(conn, state)
 
