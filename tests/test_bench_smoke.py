@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -31,3 +32,35 @@ def test_micro_benchmarks_run_and_print_every_figure() -> None:
     assert float(rows["cached / cold"]) > 0
     memory = next(v for k, v in rows.items() if k.startswith("resident memory growth"))
     assert "2,000:" in memory
+
+
+def test_proxy_benchmark_runs_interleaved_and_prints_every_figure(tmp_path) -> None:
+    raw = tmp_path / "raw"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--skip-micro"]
+        + ["--raw", str(raw)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = dict(re.findall(r"^\| (.+?) \| (.+?) \|$", done.stdout, re.M))
+    for title in ("keep-alive", "new connection per request"):
+        ratio = next(
+            v
+            for k, v in rows.items()
+            if k.startswith(f"{title}: mitmdump CPU per request, with / without")
+        )
+        assert float(ratio.split()[0]) > 0
+        assert f"{title}: control, without / without (another process)" in rows
+        busy = rows[
+            f"{title}: CPU use while busy (cores) mitmdump A / A2 / E / B; origin; load generator"
+        ]
+        assert len(busy.split(";")) == 3
+    for mode, chunk in (("keepalive", 64), ("new", 16)):
+        (block,) = [json.loads(line) for line in (raw / f"{mode}.jsonl").read_text().splitlines()]
+        assert set(block["proxies"]) == {"A", "A2", "E", "B"}
+        for measured in block["proxies"].values():
+            # Every request of every chunk succeeded, and each chunk was charged CPU time.
+            assert measured["requests"] == [chunk] * 3 and measured["errors"] == 0
+            assert all(cpu > 0 for cpu in measured["cpu"])
