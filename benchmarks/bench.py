@@ -2,9 +2,10 @@
 
     python benchmarks/bench.py [--blocks 4] [--rounds 60] [--quick] [--raw DIR]
 
-Proxy benchmarks: four mitmdump processes on 127.0.0.1 - A without the addon, A2 the same
+Proxy benchmarks: five mitmdump processes on 127.0.0.1 - A without the addon, A2 the same
 again (a control), E with an empty ``-s`` script (what loading any script costs mitmproxy),
-B with the addon (default options: blocking on, JSON-lines log on, a store file). The load
+B with the addon as a ``-s`` script and C with it built in (``python -m expect_ct mitmdump``),
+both with default options: blocking on, JSON-lines log on, a store file. The load
 generator (servers.py interleave) sends the same short chunk of HTTPS requests to each in a
 new random order every round, one proxy busy at a time, and charges each proxy the CPU time
 the kernel's scheduler counted for all its threads (/proc/PID/task/*/schedstat) between the
@@ -155,11 +156,21 @@ def start_origin(world: World, work: Path) -> tuple[Proc, int]:
 
 
 def start_mitmdump(
-    world: World, work: Path, name: str, with_addon: bool, script: Path | None = None
+    world: World,
+    work: Path,
+    name: str,
+    with_addon: bool,
+    script: Path | None = None,
+    built_in: bool = False,
 ) -> tuple[Proc, int, Path]:
+    """mitmdump without the addon, with it as a -s script, or with it built in
+    (``python -m expect_ct mitmdump``)."""
     confdir = work / f"conf-{name}"
+    launcher = (
+        [sys.executable, "-m", "expect_ct", "mitmdump"] if built_in else [str(BIN / "mitmdump")]
+    )
     args = [
-        str(BIN / "mitmdump"),
+        *launcher,
         "--listen-host",
         "127.0.0.1",
         "-p",
@@ -171,10 +182,10 @@ def start_mitmdump(
     ]
     if script is not None:
         args += ["-s", str(script)]
-    if with_addon:
+    if with_addon and not built_in:
+        args += ["-s", str(REPO / "addon" / "expect_ct_addon.py")]
+    if with_addon or built_in:
         args += [
-            "-s",
-            str(REPO / "addon" / "expect_ct_addon.py"),
             "--set",
             f"expect_ct_public_roots={world.base / 'roots.pem'}",
             "--set",
@@ -263,6 +274,10 @@ def summary(runs: list[dict[str, Any]], numerator: str, denominator: str) -> str
     )
 
 
+def verdict(runs: list[dict[str, Any]], name: str, target: float) -> str:
+    return "met" if statistics.median(per_block(runs, name, "A")) <= target else "NOT met"
+
+
 def total(runs: list[dict[str, Any]], name: str, field: str) -> float:
     return float(sum(sum(run["proxies"][name][field]) for run in runs))
 
@@ -273,7 +288,8 @@ PROXIES = {
     "A": "without the addon",
     "A2": "without the addon, a second identical process (control)",
     "E": "with an empty -s script",
-    "B": "with the addon",
+    "B": "with the addon (-s expect_ct_addon.py)",
+    "C": "with the addon built in (python -m expect_ct mitmdump)",
 }
 # (title, load generator mode, connections, requests per connection per chunk, target)
 SCENARIOS = [
@@ -288,6 +304,7 @@ def start_proxies(world: World, work: Path, block: int) -> dict[str, tuple[Proc,
         "A2": start_mitmdump(world, work, f"A2-{block}", with_addon=False),
         "E": start_mitmdump(world, work, f"E-{block}", False, HERE / "empty_script.py"),
         "B": start_mitmdump(world, work, f"B-{block}", with_addon=True),
+        "C": start_mitmdump(world, work, f"C-{block}", with_addon=True, built_in=True),
     }
 
 
@@ -327,30 +344,30 @@ def proxy_benchmark(world: World, work: Path, blocks: int, rounds: int) -> list[
     for title, mode, conns, per_connection, target in SCENARIOS:
         runs = results[mode]
 
-        with_without = statistics.median(per_block(runs, "B", "A"))
-        verdict = "met" if with_without <= target else "NOT met"
         names = list(PROXIES)
 
         active = sum(total(runs, name, "wall") for name in names)
         origin_cpu = sum(run["origin_cpu"] for run in runs)
         loadgen_cpu = sum(run["loadgen_cpu"] for run in runs)
         lines += [
-            f"| {title}: mitmdump CPU per request, with / without the addon "
-            f"(target <= {target}: {verdict}) | {summary(runs, 'B', 'A')} |",
+            f"| {title}: mitmdump CPU per request, with the addon (-s) / without "
+            f"(target <= {target}: {verdict(runs, 'B', target)}) | {summary(runs, 'B', 'A')} |",
+            f"| {title}: the same with the addon built in / without "
+            f"(target <= {target}: {verdict(runs, 'C', target)}) | {summary(runs, 'C', 'A')} |",
             f"| {title}: with the addon / with an empty -s script | {summary(runs, 'B', 'E')} |",
             f"| {title}: an empty -s script / without | {summary(runs, 'E', 'A')} |",
             f"| {title}: control, without / without (another process) | {summary(runs, 'A2', 'A')} |",
-            f"| {title}: mitmdump CPU per request (µs) A / A2 / E / B | "
+            f"| {title}: mitmdump CPU per request (µs) A / A2 / E / B / C | "
             + " / ".join(
                 f"{1e6 * total(runs, n, 'cpu') / total(runs, n, 'requests'):.0f}" for n in names
             )
             + " |",
-            f"| {title}: throughput while busy (req/s) A / A2 / E / B | "
+            f"| {title}: throughput while busy (req/s) A / A2 / E / B / C | "
             + " / ".join(
                 f"{total(runs, n, 'requests') / total(runs, n, 'wall'):.0f}" for n in names
             )
             + " |",
-            f"| {title}: CPU use while busy (cores) mitmdump A / A2 / E / B; origin; load "
+            f"| {title}: CPU use while busy (cores) mitmdump A / A2 / E / B / C; origin; load "
             "generator | "
             + " / ".join(f"{total(runs, n, 'cpu') / total(runs, n, 'wall'):.2f}" for n in names)
             + f"; {origin_cpu / active:.2f}; {loadgen_cpu / active:.2f} |",

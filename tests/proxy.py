@@ -50,6 +50,9 @@ class Mitmdump:
     port: int = 0
     env: dict[str, str] | None = None
     process: subprocess.Popen[bytes] | None = None
+    # `python -m expect_ct mitmdump ...` (the addon built in) instead of `mitmdump -s SCRIPT`.
+    built_in: bool = False
+    tool: str = "mitmdump"  # with built_in: "mitmweb" also works
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -68,17 +71,18 @@ class Mitmdump:
         return self.confdir / "mitmproxy-ca-cert.pem"
 
     def command(self) -> list[str]:
+        launcher = [sys.executable, "-m", "expect_ct", self.tool] if self.built_in else [MITMDUMP]
         args = [
-            MITMDUMP,
+            *launcher,
             "--listen-host",
             "127.0.0.1",
             "-p",
             "0",
             "--set",
             f"confdir={self.confdir}",
-            "-s",
-            str(self.script),
         ]
+        if not self.built_in:
+            args += ["-s", str(self.script)]
         if self.resolve:
             args += ["-s", str(RESOLVE_SCRIPT)]
             for name, port in self.resolve.items():

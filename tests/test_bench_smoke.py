@@ -49,17 +49,17 @@ def test_proxy_benchmark_runs_interleaved_and_prints_every_figure(tmp_path) -> N
         ratio = next(
             v
             for k, v in rows.items()
-            if k.startswith(f"{title}: mitmdump CPU per request, with / without")
+            if k.startswith(f"{title}: mitmdump CPU per request, with the addon (-s) / without")
         )
         assert float(ratio.split()[0]) > 0
         assert f"{title}: control, without / without (another process)" in rows
         busy = rows[
-            f"{title}: CPU use while busy (cores) mitmdump A / A2 / E / B; origin; load generator"
+            f"{title}: CPU use while busy (cores) mitmdump A / A2 / E / B / C; origin; load generator"
         ]
         assert len(busy.split(";")) == 3
     for mode, chunk in (("keepalive", 64), ("new", 16)):
         (block,) = [json.loads(line) for line in (raw / f"{mode}.jsonl").read_text().splitlines()]
-        assert set(block["proxies"]) == {"A", "A2", "E", "B"}
+        assert set(block["proxies"]) == {"A", "A2", "E", "B", "C"}
         for measured in block["proxies"].values():
             # Every request of every chunk succeeded, and each chunk was charged CPU time.
             assert measured["requests"] == [chunk] * 3 and measured["errors"] == 0

@@ -123,10 +123,15 @@ def test_missing_store_is_an_error_not_a_new_file(tmp_path: Path) -> None:
         ("expect_ct_public_roots", "/nonexistent/roots.pem", "Cannot load expect_ct_public_roots"),
     ],
 )
+@pytest.mark.parametrize("loading", ["script", "built-in"])
 def test_bad_option_value_stops_mitmdump(
-    tmp_path: Path, option: str, value: str, message: str
+    tmp_path: Path, option: str, value: str, message: str, loading: str
 ) -> None:
-    proxy = Mitmdump(tmp_path, {option: value, "expect_ct_store": ":memory:"})
+    proxy = Mitmdump(
+        tmp_path,
+        {option: value, "expect_ct_store": ":memory:"},
+        built_in=loading == "built-in",
+    )
     with contextlib.suppress(RuntimeError):  # it may exit before or after it starts listening
         proxy.start()
     try:

@@ -203,6 +203,7 @@ def noted_store(
     return store
 
 
+@pytest.mark.parametrize("loading", ["script", "built-in"])
 @pytest.mark.parametrize("strategy", ["eager", "lazy"])
 def test_known_enforce_host_is_blocked_by_a_restarted_proxy(
     world: World,
@@ -210,6 +211,7 @@ def test_known_enforce_host_is_blocked_by_a_restarted_proxy(
     non_compliant_origin: Origin,
     tmp_path: Path,
     strategy: str,
+    loading: str,
 ) -> None:
     flows_file = tmp_path / "flows.mitm"
     options = proxy_options(
@@ -222,7 +224,7 @@ def test_known_enforce_host_is_blocked_by_a_restarted_proxy(
         "shop.test": non_compliant_origin.port,
         "control.e2e.test": non_compliant_origin.port,
     }
-    with Mitmdump(tmp_path, options, resolve=resolve) as proxy:
+    with Mitmdump(tmp_path, options, resolve=resolve, built_in=loading == "built-in") as proxy:
         # Positive control: the same origin, under a host name that is not Known, is reached,
         # so an empty request list below means "refused", not "this origin records nothing".
         control = fetch(proxy, "https://control.e2e.test/")

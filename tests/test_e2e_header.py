@@ -6,6 +6,7 @@ the JSON-lines log and on the flow, without changing what the client receives.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -133,12 +134,17 @@ def test_chromium_dialect_accepts_what_rfc_rejects(world: World, tmp_path: Path)
     assert event["report_uri"] == "http://r.example/x"
 
 
+@pytest.mark.parametrize("loading", ["script", "built-in"])
 def test_mitmdump_prints_a_line_per_distinct_connection_and_header_and_a_summary(
-    world: World, tmp_path: Path
+    world: World, tmp_path: Path, loading: str
 ) -> None:
     routes = {"/": [("Expect-CT", "max-age=5")]}
     with https_origin(world.compliant.chain_pem, world.compliant.key_pem, routes) as origin:
-        proxy = Mitmdump(tmp_path, proxy_options(world, expect_ct_store=":memory:"))
+        proxy = Mitmdump(
+            tmp_path,
+            proxy_options(world, expect_ct_store=":memory:"),
+            built_in=loading == "built-in",
+        )
         with proxy:
             for _ in range(3):  # three connections, the same header each time
                 assert proxy.curl(origin.url("/")).status == 200
@@ -155,3 +161,26 @@ def test_mitmdump_prints_a_line_per_distinct_connection_and_header_and_a_summary
     assert "connections evaluated  3" in summary
     assert "known hosts noted      1" in summary
     assert "hosts seen             1" in summary
+
+
+def test_mitmweb_with_the_addon_built_in_checks_connections(world: World, tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a free port for mitmweb's web interface
+        probe.bind(("127.0.0.1", 0))
+        web_port = probe.getsockname()[1]
+    web = ["--web-host", "127.0.0.1", "--web-port", str(web_port), "--no-web-open-browser"]
+    routes = {"/": [("Expect-CT", "max-age=60")]}
+    with https_origin(world.compliant.chain_pem, world.compliant.key_pem, routes) as origin:
+        proxy = Mitmdump(
+            tmp_path,
+            proxy_options(world, expect_ct_store=":memory:"),
+            built_in=True,
+            tool="mitmweb",
+            extra_args=web,
+        )
+        with proxy:
+            assert proxy.curl(origin.url("/")).status == 200
+            connection = proxy.wait_for_event("connection")
+            header = proxy.wait_for_event("header")
+    assert connection["compliant"] is True and connection["chain"] == "public"
+    assert header["action"] == "noted"
+    assert f"127.0.0.1:{web_port}" in proxy.log_text()  # it really was mitmweb

@@ -148,6 +148,11 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="JSON output, one object per line")
 
 
+# Run with the addon built in; kept here (not imported from addon.py) so that the other
+# commands never import mitmproxy.
+LAUNCHED_TOOLS = ("mitmdump", "mitmweb")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m expect_ct",
@@ -160,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"Known Expect-CT Hosts database (default: {DEFAULT_CONFDIR}/{STORE_FILENAME}, "
         "the addon's default with mitmproxy's default confdir)"
     )
+    for tool in LAUNCHED_TOOLS:
+        commands.add_parser(
+            tool,
+            help=f"run {tool} with the addon built in (no -s needed; cheaper per request); "
+            f"the arguments are {tool}'s own",
+            add_help=False,
+        )
     hosts = commands.add_parser("hosts", help="list the Known Expect-CT Hosts")
     hosts.add_argument("--store", help=store_help)
     hosts.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -962,8 +974,15 @@ def cmd_update_log_list(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in LAUNCHED_TOOLS:
+        # Everything after the tool's name is mitmproxy's command line, untouched.
+        from expect_ct import addon as addonmod  # imports mitmproxy: only on this path
+
+        addonmod.run_tool(arguments[0], arguments[1:])
+        return EXIT_OK
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command is None:
         try:
             print(script_path())
