@@ -672,3 +672,27 @@ def test_sigkill_during_writes_keeps_every_acknowledged_host(
         assert not missing, f"acknowledged but lost: {missing}"
         assert all(reopened.get(h).enforce for h in acked)  # type: ignore[union-attr]
         assert reopened.count() >= len(acked)
+
+
+@pytest.mark.parametrize("keep_host_header", [False, True])
+def test_reverse_proxy_notes_the_upstream_host_that_later_connections_are_checked_under(
+    world: World, compliant_origin: Origin, tmp_path: Path, keep_host_header: bool
+) -> None:
+    store = tmp_path / "known.sqlite3"
+    options = proxy_options(world, expect_ct_store=str(store), keep_host_header=keep_host_header)
+    with Mitmdump(
+        tmp_path,
+        options,
+        resolve={"shop.test": compliant_origin.port},
+        extra_args=["--mode", f"reverse:https://shop.test:{compliant_origin.port}"],
+    ) as proxy:
+        client = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=15)
+        client.request("GET", "/enforce", headers={"Host": "public-name.example"})
+        assert client.getresponse().status == 200
+        client.close()
+        event = proxy.wait_for_event("header")
+    assert (event["host"], event["action"]) == ("shop.test", "noted")
+    assert event["port"] == compliant_origin.port
+    known = stored(store, "shop.test")
+    assert known is not None and known.enforce
+    assert stored(store, "public-name.example") is None

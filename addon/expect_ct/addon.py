@@ -1227,8 +1227,13 @@ class ExpectCT:
     def _process_header(
         self, flow: http.HTTPFlow, values: list[str], record: ConnectionRecord | None
     ) -> dict[str, Any]:
-        host = pretty_host(flow.request)
-        port = flow.request.port
+        if record is not None:
+            # The name the upstream connection was made and judged under (SNI): the same
+            # name a later connection is looked up by, also in reverse-proxy mode, where the
+            # client's Host header names the proxy instead.
+            host, port = record.host, record.port
+        else:
+            host, port = pretty_host(flow.request), flow.request.port
         # Sites send the same header on every response: process it (store write, log line)
         # once a minute per host and connection verdict, not once per flow. The stored
         # expiry lags by at most HEADER_REFRESH seconds.
