@@ -141,7 +141,10 @@ class Mitmdump:
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         if not self.event_log.exists():
             return []
-        records = [json.loads(line) for line in self.event_log.read_text().splitlines() if line]
+        text = self.event_log.read_text()
+        # The proxy may be writing a long line right now: only complete lines count.
+        complete = text[: text.rfind("\n") + 1]
+        records = [json.loads(line) for line in complete.splitlines() if line]
         return [r for r in records if kind is None or r["event"] == kind]
 
     def wait_for_event(
