@@ -3,7 +3,8 @@
 ``https_collector`` answers the CORS preflight and records every request (method, path,
 headers, body), so a test can check exactly what reached it. Its certificate chains to its
 own test root (``make_collector_pki``), which the sender must be told to trust.
-``SilentServer`` accepts TCP connections and never answers (a hung collector) or resets them.
+``SilentServer`` accepts TCP connections and never answers (a hung collector) or resets them;
+``RawTLSServer`` answers every request with the same bytes (a collector speaking nonsense).
 Everything listens on 127.0.0.1 with an OS-chosen port and is shut down by its context manager
 or ``close()``.
 """
@@ -27,6 +28,20 @@ from typing import Any
 import pki
 
 COLLECTOR_HOSTS = ("localhost", "127.0.0.1", "collector.test")
+# What a collector should receive: RFC 9163 section 3.1, every key of a report (scheme is
+# optional; we always send it).
+REPORT_KEYS = {
+    "date-time",
+    "hostname",
+    "port",
+    "scheme",
+    "effective-expiration-date",
+    "served-certificate-chain",
+    "validated-certificate-chain",
+    "scts",
+    "failure-mode",
+    "test-report",
+}
 CORS_OK = (
     ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Allow-Methods", "POST"),
@@ -238,11 +253,50 @@ class SilentServer:
             conn.close()
 
     def close(self) -> None:
-        # shutdown() wakes the thread blocked in accept(); close() alone would not (Linux).
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
+        _close_listener(self.listener)
         self.release()
         self._thread.join(5)
+
+
+class RawTLSServer:
+    """A TLS server that answers every request with fixed bytes, then closes (nonsense replies)."""
+
+    def __init__(self, files: CollectorPKI, reply: bytes) -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(files.chain_pem, files.key_pem)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.reply = reply
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                with self.context.wrap_socket(raw, server_side=True) as conn:
+                    received = b""
+                    while b"\r\n\r\n" not in received:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        received += chunk
+                    conn.sendall(self.reply)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        _close_listener(self.listener)
+        self._thread.join(5)
+
+
+def _close_listener(listener: socket.socket) -> None:
+    # shutdown() wakes the thread blocked in accept(); close() alone would not (Linux).
+    try:
+        listener.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    listener.close()

@@ -25,56 +25,30 @@ from mitmproxy.log import ALERT
 from mitmproxy.net import tls as net_tls
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
-from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from mitmproxy.tls import TlsData
 
 import pki
 from conftest import World
 from expect_ct import addon as addon_module
-from expect_ct import tls as tlsmod
-from expect_ct.addon import ExpectCT
 from expect_ct.addon import _next_validity_boundary
 from expect_ct.addon import pretty_host
 from expect_ct.store import KnownHostStore
+from inprocess import Loaded
+from inprocess import handshake
+from inprocess import load_addon
 
 HOST = "localhost"
 PAST = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
 
 
-@dataclass
-class Loaded:
-    tctx: taddons.context
-    addon: ExpectCT
-    store_path: Path
-
-    @property
-    def store(self) -> KnownHostStore:
-        assert self.addon.store is not None
-        return self.addon.store
-
-
 @pytest.fixture
 def loaded(world: World, tmp_path: Path) -> Iterator[Loaded]:
     original_factory = net_tls.create_proxy_server_context
-    addon = ExpectCT()
-    store_path = tmp_path / "known.sqlite3"
-    with taddons.context(addon) as tctx:
-        assert addon.capture.installed
-        tctx.configure(
-            addon,
-            confdir=str(tmp_path / "confdir"),
-            ssl_verify_upstream_trusted_ca=str(world.upstream_trust_pem),
-            expect_ct_public_roots=str(world.public_roots_pem),
-            expect_ct_log_list=str(world.log_list),
-            expect_ct_store=str(store_path),
-        )
-        try:
-            yield Loaded(tctx, addon, store_path)
-        finally:
-            # taddons.context never calls done(): undo the TLS patch for the next test.
-            addon.done()
-    assert not addon.capture.installed
+    with load_addon(world, tmp_path) as running:
+        assert running.addon.capture.installed  # by load(); only done() uninstalls it
+        yield running
+    assert not running.addon.capture.installed
     assert net_tls.create_proxy_server_context is original_factory
 
 
@@ -165,17 +139,6 @@ def chains(world: World) -> Chains:
         non_compliant=(world.non_compliant.cert, world.public_inter.cert),
         private=(world.private.cert, world.private_inter.cert),
         untrusted=(untrusted_leaf, stranger.cert),
-    )
-
-
-def handshake(chain: tuple) -> tlsmod.HandshakeSCTs:
-    return tlsmod.HandshakeSCTs(
-        captured=True,
-        tls_extension=None,
-        tls_extension_where=None,
-        ocsp_response=None,
-        tls_version="TLSv1.3",
-        chain=chain,
     )
 
 

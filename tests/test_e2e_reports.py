@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import pki
+from collector import REPORT_KEYS
 from collector import Collector
 from collector import CollectorPKI
 from collector import SilentServer
@@ -44,18 +45,6 @@ from proxy import Mitmdump
 from proxy import Response
 
 UTC = datetime.UTC
-REPORT_KEYS = {
-    "date-time",
-    "hostname",
-    "port",
-    "scheme",
-    "effective-expiration-date",
-    "served-certificate-chain",
-    "validated-certificate-chain",
-    "scts",
-    "failure-mode",
-    "test-report",
-}
 NON_COMPLIANT_HOSTS = ("k.test", "ke.test", "u.test", "u2.test", "self.test", "hang.test")
 COMPLIANT_HOSTS = ("k.test", "ke.test", "c.test")
 MAX_AGE = 86400

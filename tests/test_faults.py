@@ -29,50 +29,24 @@ from mitmproxy import connection
 from mitmproxy import exceptions
 from mitmproxy import flow as mflow
 from mitmproxy import http
-from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 
 import pki
 from conftest import World
 from expect_ct import policy as policymod
-from expect_ct import tls as tlsmod
-from expect_ct.addon import ExpectCT
 from expect_ct.store import KnownHostStore
 from expect_ct.store import StoreError
+from inprocess import Loaded
+from inprocess import handshake
+from inprocess import load_addon
 
 HEADER = "max-age=86400, enforce"
 
 
-@dataclass
-class Loaded:
-    tctx: taddons.context
-    addon: ExpectCT
-    store_path: Path
-
-    @property
-    def store(self) -> KnownHostStore:
-        assert self.addon.store is not None
-        return self.addon.store
-
-
 @pytest.fixture
 def loaded(world: World, tmp_path: Path) -> Iterator[Loaded]:
-    addon = ExpectCT()
-    store_path = tmp_path / "known.sqlite3"
-    with taddons.context(addon) as tctx:
-        tctx.configure(
-            addon,
-            confdir=str(tmp_path / "confdir"),
-            ssl_verify_upstream_trusted_ca=str(world.upstream_trust_pem),
-            expect_ct_public_roots=str(world.public_roots_pem),
-            expect_ct_log_list=str(world.log_list),
-            expect_ct_store=str(store_path),
-            expect_ct_log=str(tmp_path / "events.jsonl"),
-        )
-        try:
-            yield Loaded(tctx, addon, store_path)
-        finally:
-            addon.done()  # taddons never calls done(): undo the TLS patch
+    with load_addon(world, tmp_path, expect_ct_log=str(tmp_path / "events.jsonl")) as running:
+        yield running
 
 
 @dataclass(frozen=True)
@@ -90,17 +64,6 @@ def chains(world: World) -> Chains:
     )
     bad, _ = pki.make_leaf(world.public_inter, hosts=("*.f.test",))
     return Chains((good, world.public_inter.cert), (bad, world.public_inter.cert))
-
-
-def handshake(chain: tuple) -> tlsmod.HandshakeSCTs:
-    return tlsmod.HandshakeSCTs(
-        captured=True,
-        tls_extension=None,
-        tls_extension_where=None,
-        ocsp_response=None,
-        tls_version="TLSv1.3",
-        chain=chain,
-    )
 
 
 def upstream(host: str) -> connection.Server:

@@ -2,19 +2,16 @@ from __future__ import annotations
 
 import base64
 import datetime
-import http.server
 import json
 import logging
 import queue
 import re
 import socket
-import ssl
 import struct
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import pki
+from collector import REPORT_KEYS
+from collector import Collector
+from collector import CollectorPKI
+from collector import RawTLSServer
+from collector import SilentServer
+from collector import https_collector
+from collector import make_collector_pki
 from expect_ct.report import EventLog
 from expect_ct.report import ReportDeduplicator
 from expect_ct.report import ReportOutcome
@@ -37,19 +41,6 @@ from expect_ct.sct import Source
 
 UTC = datetime.UTC
 RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-# RFC 9163 section 3.1, every key (scheme is optional; we always send it).
-REPORT_KEYS = {
-    "date-time",
-    "hostname",
-    "port",
-    "scheme",
-    "effective-expiration-date",
-    "served-certificate-chain",
-    "validated-certificate-chain",
-    "scts",
-    "failure-mode",
-    "test-report",
-}
 SCT_KEYS = {"version", "status", "source", "serialized_sct"}
 
 
@@ -61,7 +52,6 @@ class PKI:
     root: pki.CA
     inter: pki.CA
     leaf: x509.Certificate
-    leaf_key: Any
     log_a: pki.TestLog
     log_b: pki.TestLog
 
@@ -72,12 +62,12 @@ def tpki() -> PKI:
     inter = pki.make_intermediate(root, "Report Test CA")
     log_a = pki.make_log("Report Log A", "Op A")
     log_b = pki.make_log("Report Log B", "Op B", rsa=True)
-    leaf, key = pki.make_leaf(
+    leaf, _ = pki.make_leaf(
         inter,
         hosts=("localhost", "127.0.0.1", "collector.test"),
         embedded=[(log_a, pki.now_ms() - 1000)],
     )
-    return PKI(root, inter, leaf, key, log_a, log_b)
+    return PKI(root, inter, leaf, log_a, log_b)
 
 
 def make_sct(log: pki.TestLog, source: Source, leaf: x509.Certificate, ts: int) -> SCT:
@@ -404,115 +394,21 @@ def test_check_preflight(status, headers, problem):
 # --------------------------------------------------------------------- a real HTTPS collector
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Collector:
-    port: int
-    requests: list[Recorded] = field(default_factory=list)
-    connections: int = 0
-    preflight_headers: list[tuple[str, str]] = field(default_factory=list)
-    preflight_status: int = 204
-    post_status: int = 204
-
-    def uri(self, host: str = "127.0.0.1", path: str = "/report?x=1") -> str:
-        return f"https://{host}:{self.port}{path}"
-
-
-def _collector_handler(collector: Collector) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def _record(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            collector.requests.append(
-                Recorded(
-                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
-                )
-            )
-
-        def _answer(self, status: int, headers: list[tuple[str, str]]) -> None:
-            self.send_response(status)
-            for name, value in headers:
-                self.send_header(name, value)
-            self.send_header("Content-Length", "2")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(b"ok")
-            self.close_connection = True
-
-        def do_OPTIONS(self) -> None:
-            self._record()
-            self._answer(collector.preflight_status, collector.preflight_headers)
-
-        def do_POST(self) -> None:
-            self._record()
-            self._answer(collector.post_status, [])
-
-    return Handler
-
-
-class _CountingServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    collector: Collector
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        request = super().get_request()
-        self.collector.connections += 1
-        return request
+@pytest.fixture(scope="module")
+def server_files(tmp_path_factory: pytest.TempPathFactory) -> CollectorPKI:
+    """The same collector as test_e2e_reports.py uses, so both test one implementation."""
+    return make_collector_pki(tmp_path_factory.mktemp("collector"))
 
 
 @pytest.fixture
-def server_files(tpki: PKI, tmp_path: Path) -> tuple[Path, Path, Path]:
-    chain = tmp_path / "collector.pem"
-    key = tmp_path / "collector.key"
-    cafile = tmp_path / "ca.pem"
-    chain.write_bytes(pki.pem(tpki.leaf, tpki.inter.cert))
-    key.write_bytes(pki.key_pem(tpki.leaf_key))
-    cafile.write_bytes(pki.pem(tpki.root.cert))
-    return chain, key, cafile
+def collector(server_files: CollectorPKI) -> Iterator[Collector]:
+    with https_collector(server_files) as running:
+        yield running
 
 
 @pytest.fixture
-def collector(server_files) -> Iterator[Collector]:
-    chain, key, _ = server_files
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(chain, key)
-    server = _CountingServer(("127.0.0.1", 0), _collector_handler(Collector(0)))
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    result = Collector(
-        server.server_address[1],
-        preflight_headers=[
-            ("Access-Control-Allow-Origin", "*"),
-            ("Access-Control-Allow-Methods", "POST"),
-            ("Access-Control-Allow-Headers", "Content-Type"),
-        ],
-    )
-    server.collector = result
-    server.RequestHandlerClass = _collector_handler(result)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield result
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-@pytest.fixture
-def cafile(server_files) -> str:
-    return str(server_files[2])
+def cafile(server_files: CollectorPKI) -> str:
+    return str(server_files.root_pem)
 
 
 BODY = serialize_report(
@@ -537,14 +433,15 @@ def _sender(cafile: str, **kwargs: Any) -> tuple[ReportSender, queue.Queue[Repor
 
 
 def test_end_to_end_preflight_then_post(collector: Collector, cafile: str):
+    uri = collector.uri("/report?x=1")
     sender, outcomes = _sender(cafile, allow_private=True)
     try:
-        assert sender.submit(collector.uri(), BODY, context=("ctx", 1))
+        assert sender.submit(uri, BODY, context=("ctx", 1))
         outcome = outcomes.get(timeout=10)
     finally:
         sender.close()
-    assert outcome == ReportOutcome(collector.uri(), "sent", "HTTP 204", 204, ("ctx", 1))
-    options, post = collector.requests
+    assert outcome == ReportOutcome(uri, "sent", "HTTP 204", 204, ("ctx", 1))
+    options, post = collector.requests()
     assert options.method == "OPTIONS" and options.path == "/report?x=1"
     assert options.headers["origin"] == "null"
     assert options.headers["access-control-request-method"] == "POST"
@@ -571,7 +468,7 @@ def test_private_address_refused_by_default(collector: Collector, cafile: str):
         "refused: 127.0.0.1 is a loopback address (set expect_ct_report_allow_private to allow)"
     )
     assert outcome.status is None
-    assert collector.connections == 0 and collector.requests == []
+    assert collector.connections == 0 and collector.requests() == []
 
 
 def test_hostname_resolving_to_a_private_address_is_refused(collector: Collector, cafile: str):
@@ -585,15 +482,15 @@ def test_hostname_resolving_to_a_private_address_is_refused(collector: Collector
     refused, _ = _sender(cafile, resolver=resolver)
     allowed, _ = _sender(cafile, resolver=resolver, allow_private=True)
     try:
-        outcome = refused.deliver(collector.uri("collector.test"), BODY)
+        outcome = refused.deliver(collector.uri(host="collector.test"), BODY)
         assert outcome.detail.startswith("refused: 127.0.0.1 is a loopback address")
         assert collector.connections == 0
         # Allowed: the checked address itself is used, the name only for TLS and Host.
         asked.clear()
-        outcome = allowed.deliver(collector.uri("collector.test"), BODY)
+        outcome = allowed.deliver(collector.uri(host="collector.test"), BODY)
         assert outcome.delivery == "sent", outcome
         assert asked == [("collector.test", collector.port)]  # resolved exactly once
-        assert collector.requests[-1].headers["host"] == f"collector.test:{collector.port}"
+        assert collector.requests()[-1].headers["host"] == f"collector.test:{collector.port}"
     finally:
         refused.close()
         allowed.close()
@@ -695,7 +592,7 @@ def test_bad_preflight_stops_the_post(collector: Collector, cafile: str, status,
     finally:
         sender.close()
     assert (outcome.delivery, outcome.detail, outcome.status) == ("failed", detail, status)
-    assert [r.method for r in collector.requests] == ["OPTIONS"]
+    assert [r.method for r in collector.requests()] == ["OPTIONS"]
 
 
 def test_post_rejected(collector: Collector, cafile: str):
@@ -706,7 +603,7 @@ def test_post_rejected(collector: Collector, cafile: str):
     finally:
         sender.close()
     assert (outcome.delivery, outcome.detail, outcome.status) == ("failed", "HTTP 400", 400)
-    assert [r.method for r in collector.requests] == ["OPTIONS", "POST"]
+    assert [r.method for r in collector.requests()] == ["OPTIONS", "POST"]
 
 
 def test_untrusted_collector_certificate(collector: Collector, tmp_path: Path):
@@ -719,7 +616,7 @@ def test_untrusted_collector_certificate(collector: Collector, tmp_path: Path):
         sender.close()
     assert outcome.delivery == "failed"
     assert outcome.detail.startswith("TLS certificate verification failed")
-    assert collector.requests == []
+    assert collector.requests() == []
 
 
 def test_collector_name_mismatch(collector: Collector, cafile: str):
@@ -733,85 +630,7 @@ def test_collector_name_mismatch(collector: Collector, cafile: str):
     finally:
         sender.close()
     assert outcome.detail.startswith("TLS certificate verification failed")
-    assert collector.requests == []
-
-
-class SilentServer:
-    """Accepts TCP connections and never says anything (a hung collector)."""
-
-    def __init__(self, reset: bool = False) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.accepted = threading.Event()
-        self.reset = reset
-        self.conns: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.reset:
-                conn.recv(1024)  # the ClientHello
-                # SO_LINGER with a zero timeout: close() sends a TCP RST.
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                conn.close()
-            else:
-                self.conns.append(conn)
-            self.accepted.set()
-
-    def close(self) -> None:
-        # shutdown() wakes the thread blocked in accept(); close() alone would not (Linux).
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        for conn in self.conns:
-            conn.close()
-        self.thread.join(5)
-
-
-class RawTLSServer:
-    """A TLS server on 127.0.0.1 that answers every request with fixed bytes, then closes."""
-
-    def __init__(self, chain: Path, key: Path, reply: bytes) -> None:
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(chain, key)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.reply = reply
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                raw, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                with self.context.wrap_socket(raw, server_side=True) as conn:
-                    received = b""
-                    while b"\r\n\r\n" not in received:
-                        chunk = conn.recv(4096)
-                        if not chunk:
-                            break
-                        received += chunk
-                    conn.sendall(self.reply)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        self.thread.join(5)
+    assert collector.requests() == []
 
 
 @pytest.mark.parametrize(
@@ -825,8 +644,7 @@ class RawTLSServer:
     ],
 )
 def test_collector_speaking_nonsense(server_files, cafile: str, reply, detail):
-    chain, key, _ = server_files
-    server = RawTLSServer(chain, key, reply)
+    server = RawTLSServer(server_files, reply)
     sender, _ = _sender(cafile, allow_private=True)
     try:
         outcome = sender.deliver(f"https://127.0.0.1:{server.port}/", BODY)
@@ -838,13 +656,12 @@ def test_collector_speaking_nonsense(server_files, cafile: str, reply, detail):
 
 
 def test_informational_response_and_large_body_are_fine(server_files, cafile: str):
-    chain, key, _ = server_files
     reply = (
         b"HTTP/1.1 100 Continue\r\n\r\n"
         b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\n"
         b"Access-Control-Allow-Headers: *\r\nContent-Length: 1000000\r\n\r\n" + b"z" * 1_000_000
     )
-    server = RawTLSServer(chain, key, reply)
+    server = RawTLSServer(server_files, reply)
     sender, _ = _sender(cafile, allow_private=True)
     try:
         outcome = sender.deliver(f"https://127.0.0.1:{server.port}/", BODY)
@@ -953,7 +770,7 @@ def test_queue_full_never_blocks(cafile: str):
     uri = f"https://127.0.0.1:{silent.port}/"
     try:
         assert sender.submit(uri, BODY, context=1)
-        assert silent.accepted.wait(5)  # the worker is now stuck in the first delivery
+        silent.wait_accepted(deadline=5)  # the worker is now stuck in the first delivery
         assert sender.submit(uri, BODY, context=2)  # fills the queue
         started = time.monotonic()
         assert not sender.submit(uri, BODY, context=3)
@@ -981,7 +798,7 @@ def test_close_fails_pending_reports(cafile: str):
     uri = f"https://127.0.0.1:{silent.port}/"
     try:
         sender.submit(uri, BODY, context="in flight")
-        assert silent.accepted.wait(5)
+        silent.wait_accepted(deadline=5)
         for i in range(3):
             assert sender.submit(uri, BODY, context=i)
         sender.close(timeout=0.1)

@@ -1,0 +1,66 @@
+"""The addon in-process (mitmproxy.test.taddons), configured for the test world.
+
+Shared by test_addon.py and test_faults.py, so both run the addon loaded the same way: the
+roots and log list of the test world, and a fresh store file under the test's tmp_path; and
+both hand its blocking decision handshakes of the same shape (``handshake``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mitmproxy.test import taddons
+
+from conftest import World
+from expect_ct import tls as tlsmod
+from expect_ct.addon import ExpectCT
+from expect_ct.store import KnownHostStore
+
+
+@dataclass
+class Loaded:
+    tctx: taddons.context
+    addon: ExpectCT
+    store_path: Path
+
+    @property
+    def store(self) -> KnownHostStore:
+        assert self.addon.store is not None
+        return self.addon.store
+
+
+@contextmanager
+def load_addon(world: World, tmp_path: Path, **options: object) -> Iterator[Loaded]:
+    """ExpectCT in a taddons context; ``options`` are set on top of the test world's."""
+    addon = ExpectCT()
+    store_path = tmp_path / "known.sqlite3"
+    with taddons.context(addon) as tctx:
+        tctx.configure(
+            addon,
+            confdir=str(tmp_path / "confdir"),
+            ssl_verify_upstream_trusted_ca=str(world.upstream_trust_pem),
+            expect_ct_public_roots=str(world.public_roots_pem),
+            expect_ct_log_list=str(world.log_list),
+            expect_ct_store=str(store_path),
+            **options,
+        )
+        try:
+            yield Loaded(tctx, addon, store_path)
+        finally:
+            # taddons.context never calls done(): undo the TLS patch for the next test.
+            addon.done()
+
+
+def handshake(chain: tuple) -> tlsmod.HandshakeSCTs:
+    """What the handshake capture hands the decision: ``chain`` served, no TLS or OCSP SCTs."""
+    return tlsmod.HandshakeSCTs(
+        captured=True,
+        tls_extension=None,
+        tls_extension_where=None,
+        ocsp_response=None,
+        tls_version="TLSv1.3",
+        chain=chain,
+    )
