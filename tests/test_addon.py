@@ -32,6 +32,7 @@ import pki
 from conftest import World
 from expect_ct import addon as addon_module
 from expect_ct.addon import _next_validity_boundary
+from expect_ct.addon import expect_ct_values
 from expect_ct.addon import pretty_host
 from expect_ct.store import KnownHostStore
 from inprocess import Loaded
@@ -402,3 +403,49 @@ def test_repeated_compliant_lines_are_counted_then_summarised(
     warnings = [r for r in caplog.records if "public chain: CT: NOT compliant" in r.getMessage()]
     assert len(warnings) == 2 and all(r.levelno == logging.WARNING for r in warnings)
     assert "repeats not logged     2" in loaded.addon.summary()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [],
+        [(b"Expect-CT", b"max-age=60")],
+        [(b"expect-ct", b"max-age=60"), (b"Server", b"x"), (b"EXPECT-CT", b"enforce")],
+        [(b"Expect-CT", b'max-age=60, report-uri="https://r.example/\xff\xfe"')],
+        [(b"Expect-CTX", b"max-age=1"), (b"X-Expect-CT", b"max-age=2")],
+    ],
+)
+def test_expect_ct_values_are_mitmproxys_get_all(fields: list[tuple[bytes, bytes]]) -> None:
+    headers = http.Headers(fields)
+    assert expect_ct_values(headers) == headers.get_all("Expect-CT")
+
+
+def respond_on(loaded: Loaded, upstream: connection.Server, header: str) -> http.HTTPFlow:
+    flow = tflow.tflow(resp=True, server_conn=upstream)
+    flow.request.url = f"https://{HOST}/"
+    flow.response.headers["Expect-CT"] = header
+    loaded.addon.response(flow)
+    return flow
+
+
+def test_a_repeated_header_on_one_connection_is_processed_again_after_forget(
+    loaded: Loaded, chains: Chains
+) -> None:
+    upstream = server()
+    assert loaded.addon._decide(upstream, handshake(chains.compliant)) is True
+    first = respond_on(loaded, upstream, "max-age=3600, enforce")
+    assert first.metadata["expect_ct"]["header"]["action"] == "noted"
+    assert loaded.store.get(HOST) is not None
+    repeats = loaded.addon.stats["header_repeats"]
+    again = respond_on(loaded, upstream, "max-age=3600, enforce")
+    assert loaded.addon.stats["header_repeats"] == repeats + 1
+    assert again.metadata["expect_ct"]["header"] is first.metadata["expect_ct"]["header"]
+    # The user forgets the host: the next response on the same connection notes it anew.
+    loaded.addon.forget(HOST)
+    assert loaded.store.get(HOST) is None
+    after = respond_on(loaded, upstream, "max-age=3600, enforce")
+    assert after.metadata["expect_ct"]["header"]["action"] == "noted"
+    assert loaded.store.get(HOST) is not None
+    # A different header on the same connection is never taken for a repeat.
+    changed = respond_on(loaded, upstream, "max-age=0")
+    assert changed.metadata["expect_ct"]["header"]["action"] == "removed"

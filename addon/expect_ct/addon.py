@@ -77,7 +77,7 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-HeaderMemoKey = tuple[str, int, tuple[str, ...], int, chainmod.ChainKind]
+HeaderMemoKey = tuple[str, int, tuple[str, ...], int, str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +112,8 @@ class ConnectionRecord:
     logged: bool = False
     event: dict[str, Any] = dataclasses.field(default_factory=dict)
     event_json: str = ""  # ``event`` as EventLog.encode_fields() writes it
+    # The Expect-CT field values last processed on this connection, when, and the result.
+    last_header: tuple[list[str], float, dict[str, Any], int] | None = None
 
     @property
     def exempt(self) -> bool:
@@ -197,6 +199,9 @@ class ExpectCT:
             collections.OrderedDict()
         )
         self._recent_lines: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
+        # Bumped when remembered headers must be processed again (the store was changed by a
+        # command): per-connection memos of an older generation no longer count.
+        self._header_generation = 0
         self._lock = threading.Lock()
         self.stats: collections.Counter[str] = collections.Counter()
         self._hosts_seen: set[str] = set()
@@ -890,6 +895,10 @@ class ExpectCT:
         if self.event_log is not None:
             self.event_log.write_encoded("connection", record.host, record.port, record.event_json)
 
+    def _forget_headers(self) -> None:
+        self._header_memo.clear()
+        self._header_generation += 1
+
     def _log_unless_repeated(self, line: str) -> None:
         """INFO, but a line already logged in the last LINE_REPEAT_WINDOW seconds is only
         counted; the next time it is logged it says how many were left out. A client that
@@ -1191,7 +1200,7 @@ class ExpectCT:
         if meta.get("blocked_response"):
             return
         assert flow.response is not None
-        values = flow.response.headers.get_all("Expect-CT")
+        values = expect_ct_values(flow.response.headers)
         record = None
         if flow.request.scheme == "https":
             record = self._record_for_flow(flow)
@@ -1239,10 +1248,22 @@ class ExpectCT:
         # expiry lags by at most HEADER_REFRESH seconds.
         memo_key: HeaderMemoKey | None = None
         if record is not None:
-            memo_key = (host, port, tuple(values), id(record.verdict), record.chain.kind)
+            # Responses on one connection repeat the header: compare with the last one first.
+            last = record.last_header
+            if (
+                last is not None
+                and last[0] == values
+                and last[3] == self._header_generation
+                and time.monotonic() - last[1] < HEADER_REFRESH
+            ):
+                self.stats["header_repeats"] += 1
+                self._maybe_report_header(host, record, last[2])
+                return last[2]
+            memo_key = (host, port, tuple(values), id(record.verdict), record.chain.kind.value)
             seen = self._header_memo.get(memo_key)
             if seen is not None and time.monotonic() - seen[0] < HEADER_REFRESH:
                 self.stats["header_repeats"] += 1
+                record.last_header = (values, seen[0], seen[1], self._header_generation)
                 # The report is per connection (RFC 9163 2.3.3), not per memoised header.
                 self._maybe_report_header(host, record, seen[1])
                 return seen[1]
@@ -1275,8 +1296,10 @@ class ExpectCT:
         else:
             logger.warning(text)
         self._write_event("header", host, port, **meta)
-        if memo_key is not None:
-            self._header_memo[memo_key] = (time.monotonic(), meta)
+        if memo_key is not None and record is not None:
+            now = time.monotonic()
+            self._header_memo[memo_key] = (now, meta)
+            record.last_header = (values, now, meta, self._header_generation)
             while len(self._header_memo) > HEADER_MEMO_SIZE:
                 self._header_memo.popitem(last=False)
         return meta
@@ -1446,7 +1469,7 @@ class ExpectCT:
             removed = self.store.forget(host)
         except ValueError as e:
             raise exceptions.CommandError(str(e)) from e
-        self._header_memo.clear()
+        self._forget_headers()
         logging.log(
             ALERT, f"{host}: {'forgotten' if removed else 'was not a Known Expect-CT Host'}"
         )
@@ -1456,7 +1479,7 @@ class ExpectCT:
         """Remove every Known Expect-CT Host."""
         if self.store is None:
             raise exceptions.CommandError("The Known Expect-CT Hosts store is not open.")
-        self._header_memo.clear()
+        self._forget_headers()
         logging.log(ALERT, f"Removed {self.store.clear()} Known Expect-CT Hosts.")
 
     @command.command("expect_ct.test_report")
@@ -1663,6 +1686,19 @@ def file_identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+_EXPECT_CT = b"expect-ct"
+
+
+def expect_ct_values(headers: http.Headers) -> list[str]:
+    """``headers.get_all("Expect-CT")`` in one pass over the raw fields: this runs for every
+    response, and mitmproxy's get_all converts the name and every field's name per call."""
+    return [
+        value.decode("utf-8", "surrogateescape")
+        for name, value in headers.fields
+        if name.lower() == _EXPECT_CT
+    ]
 
 
 def pretty_host(request: http.Request) -> str:
