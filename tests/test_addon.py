@@ -423,6 +423,7 @@ def test_expect_ct_values_are_mitmproxys_get_all(fields: list[tuple[bytes, bytes
 def respond_on(loaded: Loaded, upstream: connection.Server, header: str) -> http.HTTPFlow:
     flow = tflow.tflow(resp=True, server_conn=upstream)
     flow.request.url = f"https://{HOST}/"
+    assert flow.response is not None
     flow.response.headers["Expect-CT"] = header
     loaded.addon.response(flow)
     return flow
