@@ -63,10 +63,10 @@ VERDICT_CACHE_SIZE = 4096
 ABORTED_MEMORY = 1024
 HEADER_REFRESH = 60.0  # seconds
 HEADER_MEMO_SIZE = 1024
+LINE_REPEAT_WINDOW = 60.0  # seconds: identical INFO lines within it are counted, not logged
 # A new connection to a host whose chain and handshake data were evaluated moments ago gets
 # that evaluation again (chain, verdict, record): at most this old, and never across a
 # certificate's notBefore/notAfter.
-LINE_REPEAT_WINDOW = 60.0  # seconds: identical INFO lines within it are counted, not logged
 EVALUATION_MEMO_TTL = 60.0  # seconds
 EVALUATION_MEMO_SIZE = 1024
 HOSTS_SEEN_LIMIT = 100_000  # for the shutdown summary only
@@ -106,7 +106,6 @@ class ConnectionRecord:
     blocked: str | None = None  # why the connection was refused, if it was
     would_block: str | None = None  # why it would have been refused (blocking suspended)
     reported: bool = False
-    event_safe: dict[str, Any] | None = None
     handshake_safe: dict[str, str | None] | None = None
     summary_text: str = ""
     logged: bool = False
@@ -1248,20 +1247,17 @@ class ExpectCT:
         # expiry lags by at most HEADER_REFRESH seconds.
         memo_key: HeaderMemoKey | None = None
         if record is not None:
-            # Responses on one connection repeat the header: compare with the last one first.
+            # Responses on one connection repeat the header: compare with the connection's
+            # last one before building and hashing the key of the shared memo.
+            clock = time.monotonic()
             last = record.last_header
-            if (
-                last is not None
-                and last[0] == values
-                and last[3] == self._header_generation
-                and time.monotonic() - last[1] < HEADER_REFRESH
-            ):
-                self.stats["header_repeats"] += 1
-                self._maybe_report_header(host, record, last[2])
-                return last[2]
-            memo_key = (host, port, tuple(values), id(record.verdict), record.chain.kind.value)
-            seen = self._header_memo.get(memo_key)
-            if seen is not None and time.monotonic() - seen[0] < HEADER_REFRESH:
+            seen: tuple[float, dict[str, Any]] | None = None
+            if last is not None and last[0] == values and last[3] == self._header_generation:
+                seen = (last[1], last[2])
+            if seen is None or clock - seen[0] >= HEADER_REFRESH:
+                memo_key = (host, port, tuple(values), id(record.verdict), record.chain.kind.value)
+                seen = self._header_memo.get(memo_key)
+            if seen is not None and clock - seen[0] < HEADER_REFRESH:
                 self.stats["header_repeats"] += 1
                 record.last_header = (values, seen[0], seen[1], self._header_generation)
                 # The report is per connection (RFC 9163 2.3.3), not per memoised header.
@@ -1401,17 +1397,16 @@ class ExpectCT:
         meta["secure"] = True
         meta["host"] = record.host
         meta["port"] = record.port
-        if record.event_safe is None:
-            # Once per connection: every flow on it shares this snapshot (records.py builds
-            # it from JSON primitives only, so it survives a saved .mitm file as it is).
-            record.event_safe = record.event
-            if record.handshake.captured:
-                # Raw handshake SCT data, so expect_ct.check can re-evaluate a saved flow.
-                record.handshake_safe = {
-                    "tls_extension": b64(record.handshake.tls_extension),
-                    "ocsp_response": b64(record.handshake.ocsp_response),
-                }
-        meta["connection"] = record.event_safe
+        if record.handshake.captured and record.handshake_safe is None:
+            # Once per connection, shared by its flows: the raw handshake SCT data, so
+            # expect_ct.check can re-evaluate a saved flow.
+            record.handshake_safe = {
+                "tls_extension": b64(record.handshake.tls_extension),
+                "ocsp_response": b64(record.handshake.ocsp_response),
+            }
+        # Shared by every flow of the connection: records.py builds it from JSON primitives
+        # only, so it survives a saved .mitm file as it is.
+        meta["connection"] = record.event
         meta["verdict"] = record.summary_text
         if record.handshake_safe is not None:
             meta["handshake"] = record.handshake_safe

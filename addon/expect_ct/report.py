@@ -789,8 +789,6 @@ class EventLog:
             logger.warning(f"Expect-CT: cannot write the event log {self.path}: {error}")
 
     def write(self, event: str, host: str, port: int, **fields: Any) -> None:
-        if "time" in fields:
-            raise TypeError("EventLog.write() sets 'time' itself")
         self.write_encoded(event, host, port, self.encode_fields(fields))
 
     @staticmethod
