@@ -1,15 +1,14 @@
 """Benchmark helpers run as separate processes, so their CPU is measured apart from mitmdump's.
 
     python servers.py origin CHAIN.pem KEY.pem        # HTTPS origin, prints its port
-    python servers.py load PROXY_PORT CA.pem URL MODE CONNECTIONS REQUESTS
-                                                      # load generator, prints one JSON line
     python servers.py interleave SPEC.json            # interleaved load over several proxies,
                                                       # prints one JSON line
 
-`interleave` is what the benchmark uses: it sends the same chunk of requests to each proxy in
-turn (in a new random order each round), one proxy busy at a time, and reads each proxy's CPU time
-from /proc/PID/task/*/schedstat (nanoseconds, all threads) at every chunk boundary, so every
-configuration sees the same machine conditions within a second of the others.
+`interleave` sends the same chunk of requests to each proxy in turn (in a new random order
+each round), one proxy busy at a time, and reads each proxy's CPU time from
+/proc/PID/task/*/schedstat (nanoseconds, all threads) at every chunk boundary, so every
+configuration sees the same machine conditions within a second of the others. (A spec with a
+single proxy is a plain load generator, e.g. for profiling one mitmdump.)
 
 The origin is a minimal asyncio HTTP/1.1 keep-alive server with a fixed response; the load
 generator speaks HTTP/1.1 through the proxy (CONNECT, then TLS to mitmproxy) either on
@@ -80,44 +79,6 @@ async def one_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
             length = int(line.split(b":", 1)[1])
     await reader.readexactly(length)
     return int(head.split(b" ", 2)[1])
-
-
-async def load(
-    proxy_port: int, ca: str, host: str, port: int, mode: str, connections: int, requests: int
-) -> dict[str, float]:
-    context = ssl.create_default_context(cafile=ca)
-    errors = 0
-    done = 0
-    per_connection = requests // connections
-
-    async def keepalive_worker() -> None:
-        nonlocal errors, done
-        reader, writer = await open_through_proxy(proxy_port, host, port, context)
-        for _ in range(per_connection):
-            if await one_request(reader, writer, host) == 200:
-                done += 1
-            else:
-                errors += 1
-        writer.close()
-
-    async def new_connection_worker() -> None:
-        nonlocal errors, done
-        for _ in range(per_connection):
-            try:
-                reader, writer = await open_through_proxy(proxy_port, host, port, context)
-                if await one_request(reader, writer, host) == 200:
-                    done += 1
-                else:
-                    errors += 1
-                writer.close()
-            except Exception:  # noqa: BLE001 - counted, the run goes on
-                errors += 1
-
-    worker = keepalive_worker if mode == "keepalive" else new_connection_worker
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    seconds = time.perf_counter() - start
-    return {"requests": done, "errors": errors, "seconds": seconds}
 
 
 def schedstat_seconds(pid: int) -> float:
@@ -238,14 +199,6 @@ async def interleave(spec: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     if sys.argv[1] == "origin":
         asyncio.run(serve_origin(sys.argv[2], sys.argv[3]))
-    elif sys.argv[1] == "load":
-        proxy_port, ca, url, mode, conns, reqs = sys.argv[2:8]
-        hostport = url.split("://", 1)[1].rstrip("/")
-        host, port = hostport.rsplit(":", 1)
-        result = asyncio.run(
-            load(int(proxy_port), ca, host, int(port), mode, int(conns), int(reqs))
-        )
-        print(json.dumps(result), flush=True)
     elif sys.argv[1] == "interleave":
         spec = json.loads(Path(sys.argv[2]).read_text())
         print(json.dumps(asyncio.run(interleave(spec))), flush=True)
