@@ -10,9 +10,13 @@ PYTEST_ARGS ?=
 LISTEN ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: test test-311 test-312 lint run demo bench clean
+.PHONY: test test-fast test-311 test-312 lint run demo bench clean
 
 test: lint test-311 test-312
+
+# Unit and in-process tests only (no real processes): the quick loop while editing.
+test-fast: $(V311)/.installed
+	$(V311)/bin/python -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 $(V311)/.installed: pyproject.toml
 	@test -n "$(PY311)" || { echo "Python 3.11 not found (set PY311=/path/to/python3.11)"; exit 1; }

@@ -43,11 +43,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "addon")]
 
-import pki  # noqa: E402
 from expect_ct import header as headermod  # noqa: E402
 from expect_ct import loglist as loglistmod  # noqa: E402
 from expect_ct import policy as policymod  # noqa: E402
 from expect_ct import store as storemod  # noqa: E402
+from support import pki  # noqa: E402
 
 BIN = Path(sys.executable).parent
 UTC = datetime.UTC

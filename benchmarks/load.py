@@ -56,9 +56,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "addon")]
 
-import pki  # noqa: E402
 from expect_ct.store import KnownHostStore  # noqa: E402
-from proxy import Mitmdump  # noqa: E402
+from support import pki  # noqa: E402
+from support.proxy import Mitmdump  # noqa: E402
 
 UTC = datetime.UTC
 STEADY_HOSTS = tuple(f"c{i}.ok.load.test" for i in range(20))

@@ -1,6 +1,6 @@
 """A self-contained demonstration of mitmproxy-expect-ct, on 127.0.0.1 only (`make demo`).
 
-It mints its own test Web PKI and two CT logs (tests/pki.py), serves five HTTPS sites and a
+It mints its own test Web PKI and two CT logs (tests/support/pki.py), serves five HTTPS sites and a
 report collector, and sends real requests through a real mitmdump running the addon:
 
 * ``news.demo``     a publicly trusted certificate with 2 embedded SCTs: CT-compliant;
@@ -19,7 +19,7 @@ shutdown summary. Everything it writes goes to one temporary directory, removed 
 (``--keep`` keeps it: the JSON-lines event log, the saved flows, mitmdump's output). Every
 process it starts is stopped on the way out, Ctrl-C included.
 
-Host names reach the local servers through tests/scripts/resolve.py (a test-only mitmproxy
+Host names reach the local servers through tests/support/scripts/resolve.py (a test-only mitmproxy
 script), so no DNS or /etc/hosts change is needed. The report-uri names ``localhost``: the
 addon sends reports itself, resolving their host with the system resolver.
 """
@@ -56,10 +56,10 @@ sys.dont_write_bytecode = True  # a demo run leaves the checkout as it found it
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-import collector as collectormod  # noqa: E402 - the test helpers are found through sys.path
-import httpsorigin  # noqa: E402
-import pki  # noqa: E402
-import proxy as proxymod  # noqa: E402
+from support import collector as collectormod  # noqa: E402 - the test helpers are found through sys.path
+from support import httpsorigin  # noqa: E402
+from support import pki  # noqa: E402
+from support import proxy as proxymod  # noqa: E402
 
 MAX_AGE = 86400
 REPORT_PATH = "/report"
@@ -230,7 +230,7 @@ class Servers:
         return f'max-age={MAX_AGE}, enforce, report-uri="{self.report_uri}"'
 
     def resolve(self) -> dict[str, int]:
-        """Host name -> port on 127.0.0.1, for tests/scripts/resolve.py."""
+        """Host name -> port on 127.0.0.1, for tests/support/scripts/resolve.py."""
         return {
             "news.demo": self.news.port,
             "legacy.demo": self.legacy.port,
@@ -458,7 +458,9 @@ def run(workdir: Path, keep: bool) -> int:
     print(f"Working directory: {workdir} ({'kept' if keep else 'removed at the end'})")
     files = make_pki(workdir / "pki")
     with run_servers(files) as servers:
-        print(heading("The sites (all on 127.0.0.1, named through tests/scripts/resolve.py)"))
+        print(
+            heading("The sites (all on 127.0.0.1, named through tests/support/scripts/resolve.py)")
+        )
         print("Each name leads to a local port: that port, not 443, appears in what follows.")
         for site in (files.news, files.legacy, files.intranet, files.shop, files.impostor):
             label = "shop.demo (impostor)" if site is files.impostor else site.host

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "demo"))
 
 import demo  # noqa: E402 - demo/demo.py, which also puts tests/ on sys.path
 
-import proxy as proxymod  # noqa: E402
+from support import proxy as proxymod  # noqa: E402
 
 COLUMNS = ("tls", "icon", "path", "method", "status", "comment")  # the default ones + comment
 WINDOW = (1400, 440)
@@ -49,7 +49,7 @@ def free_port() -> int:
 
 
 def mitmweb_command(base: list[str], proxy_port: int, web_port: int) -> list[str]:
-    """The mitmdump command of tests/proxy.py, as mitmweb on fixed ports."""
+    """The mitmdump command of tests/support/proxy.py, as mitmweb on fixed ports."""
     args = list(base[1:])
     args[args.index("-p") + 1] = str(proxy_port)
     command = [str(Path(sys.executable).parent / "mitmweb"), *args]

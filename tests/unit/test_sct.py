@@ -9,7 +9,6 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-import pki
+import support
 from expect_ct import sct as sct_module
 from expect_ct.sct import SCT
 from expect_ct.sct import InvalidSCTList
@@ -42,8 +41,9 @@ from expect_ct.sct import parse_sct
 from expect_ct.sct import parse_sct_list
 from expect_ct.sct import signed_data
 from expect_ct.sct import verify_sct
+from support import pki
 
-VECTORS = Path(__file__).parent / "vectors"
+VECTORS = support.VECTORS
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
 
 

@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
-import pki
 from expect_ct.sct import Source
 from expect_ct.sct import embedded_scts
 from expect_ct.sct import find_issuer
@@ -31,6 +30,7 @@ from expect_ct.sct import is_precert_signing_cert
 from expect_ct.sct import ocsp_scts
 from expect_ct.sct import parse_sct_list
 from expect_ct.sct import verify_sct
+from support import pki
 
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl command not installed")

@@ -20,9 +20,11 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+import support
+
+REPO = support.REPO
 ADDON_SCRIPT = REPO / "addon" / "expect_ct_addon.py"
-RESOLVE_SCRIPT = REPO / "tests" / "scripts" / "resolve.py"
+RESOLVE_SCRIPT = REPO / "tests" / "support" / "scripts" / "resolve.py"
 BIN = Path(sys.executable).parent
 MITMDUMP = str(BIN / "mitmdump")
 STARTUP_DEADLINE = 30.0

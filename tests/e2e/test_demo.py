@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+import support
+
+REPO = support.REPO
 DEMO = REPO / "demo" / "demo.py"
 DEADLINE = 90  # seconds; the demo takes a few
 

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-import pki
-from conftest import World
 from expect_ct.cache import VerdictCache
 from expect_ct.loglist import LogList
+from support import pki
+from support.world import World
 
 
 @pytest.fixture(scope="module")

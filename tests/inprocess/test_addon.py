@@ -28,16 +28,16 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.test import tflow
 from mitmproxy.tls import TlsData
 
-import pki
-from conftest import World
 from expect_ct import addon as addon_module
 from expect_ct.addon import _next_validity_boundary
 from expect_ct.addon import expect_ct_values
 from expect_ct.addon import pretty_host
 from expect_ct.store import KnownHostStore
-from inprocess import Loaded
-from inprocess import handshake
-from inprocess import load_addon
+from support import pki
+from support.inprocess import Loaded
+from support.inprocess import handshake
+from support.inprocess import load_addon
+from support.world import World
 
 HOST = "localhost"
 PAST = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)

@@ -2,7 +2,7 @@
 
 Real files, a real (size-limited) file system where this sandbox lets us mount one, real
 traffic through the proxy with curl. Faults in our own code are injected with the test-only
-script tests/scripts/faults.py, which also changes options at runtime as a user would.
+script tests/support/scripts/faults.py, which also changes options at runtime as a user would.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 
-import pki
-from conftest import World
-from conftest import proxy_options
 from expect_ct.store import KnownHostStore
-from httpsorigin import Origin
-from httpsorigin import https_origin
-from proxy import REPO
-from proxy import Mitmdump
+from support import pki
+from support.httpsorigin import Origin
+from support.httpsorigin import https_origin
+from support.proxy import REPO
+from support.proxy import Mitmdump
+from support.world import World
+from support.world import proxy_options
 
-FAULTS_SCRIPT = REPO / "tests" / "scripts" / "faults.py"
+FAULTS_SCRIPT = REPO / "tests" / "support" / "scripts" / "faults.py"
 HEADER = "max-age=86400, enforce"
 ROUTES = {"/": [("Expect-CT", HEADER)]}
 

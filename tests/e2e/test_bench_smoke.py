@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from proxy import REPO
+from support.proxy import REPO
 
 
 def test_micro_benchmarks_run_and_print_every_figure() -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from mitmproxy.test import taddons
 
-from conftest import World
 from expect_ct import tls as tlsmod
 from expect_ct.addon import ExpectCT
 from expect_ct.store import KnownHostStore
+from support.world import World
 
 
 @dataclass

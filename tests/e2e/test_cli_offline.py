@@ -27,15 +27,16 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-import pki
-from conftest import World
-from conftest import proxy_options
+import support
 from expect_ct.loglist import LogList
-from httpsorigin import Origin
-from httpsorigin import https_origin
-from proxy import Mitmdump
+from support import pki
+from support.httpsorigin import Origin
+from support.httpsorigin import https_origin
+from support.proxy import Mitmdump
+from support.world import World
+from support.world import proxy_options
 
-VECTORS = Path(__file__).resolve().parent / "vectors"
+VECTORS = support.VECTORS
 GOOGLE_LIST = VECTORS / "google_all_logs_2026-06-20.json"
 UTC = datetime.UTC
 

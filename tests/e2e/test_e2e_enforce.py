@@ -36,16 +36,16 @@ import pytest
 from mitmproxy import http as mhttp
 from mitmproxy import io as mio
 
-import pki
-from conftest import World
-from conftest import proxy_options
 from expect_ct.store import KnownHost
 from expect_ct.store import KnownHostStore
-from httpsorigin import Origin
-from httpsorigin import https_origin
-from origins import http_response
-from origins import observed_openssl_origin
-from proxy import Mitmdump
+from support import pki
+from support.httpsorigin import Origin
+from support.httpsorigin import https_origin
+from support.origins import http_response
+from support.origins import observed_openssl_origin
+from support.proxy import Mitmdump
+from support.world import World
+from support.world import proxy_options
 
 # Every leaf below carries these names, so any of them can be pointed at any origin.
 SAN = ("shop.test", "*.e2e.test")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import World
-from conftest import proxy_options
-from httpsorigin import http_origin
-from httpsorigin import https_origin
-from proxy import Mitmdump
+from support.httpsorigin import http_origin
+from support.httpsorigin import https_origin
+from support.proxy import Mitmdump
+from support.world import World
+from support.world import proxy_options
 
 ROUTES = {
     "/valid": [("Expect-CT", 'max-age=86400, enforce, report-uri="https://r.example/ct"')],

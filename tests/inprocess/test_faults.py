@@ -31,14 +31,14 @@ from mitmproxy import flow as mflow
 from mitmproxy import http
 from mitmproxy.test import tflow
 
-import pki
-from conftest import World
 from expect_ct import policy as policymod
 from expect_ct.store import KnownHostStore
 from expect_ct.store import StoreError
-from inprocess import Loaded
-from inprocess import handshake
-from inprocess import load_addon
+from support import pki
+from support.inprocess import Loaded
+from support.inprocess import handshake
+from support.inprocess import load_addon
+from support.world import World
 
 HEADER = "max-age=86400, enforce"
 

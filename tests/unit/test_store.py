@@ -1,7 +1,7 @@
 """Tests for expect_ct.store: the Known Expect-CT Host database (RFC 9163 section 2.3.2.2).
 
 Everything runs against real SQLite files in tmp_path, and the multi-process tests use real
-child processes (sys.executable). ``python tests/test_store.py`` prints timings of get() and
+child processes (sys.executable). ``python tests/unit/test_store.py`` prints timings of get() and
 observe() at 1,000 and 1,000,000 rows (reported, never asserted).
 """
 
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+import support
 from expect_ct.store import APPLICATION_ID
 from expect_ct.store import MAX_AGE_LIMIT
 from expect_ct.store import KnownHost
@@ -35,7 +36,7 @@ from expect_ct.store import canonical_host
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 DAY = 86400
-ADDON_DIR = Path(__file__).resolve().parent.parent / "addon"
+ADDON_DIR = support.REPO / "addon"
 
 
 @pytest.fixture

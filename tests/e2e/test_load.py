@@ -10,7 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import support
+
+sys.path.insert(0, str(support.REPO / "benchmarks"))
 
 import load  # noqa: E402
 

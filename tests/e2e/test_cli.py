@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from expect_ct.store import KnownHostStore
-from proxy import REPO
-from proxy import Mitmdump
+from support.proxy import REPO
+from support.proxy import Mitmdump
 
 UTC = datetime.UTC
 

@@ -7,7 +7,6 @@ import datetime
 import hashlib
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -16,7 +15,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-import pki
+import support
 from expect_ct.loglist import Log
 from expect_ct.loglist import LogList
 from expect_ct.loglist import LogState
@@ -29,11 +28,12 @@ from expect_ct.policy import check_sct
 from expect_ct.policy import evaluate
 from expect_ct.sct import SCT
 from expect_ct.sct import Source
+from support import pki
 
 UTC = datetime.UTC
 DAY = datetime.timedelta(days=1)
 SECOND = datetime.timedelta(seconds=1)
-VECTORS = Path(__file__).parent / "vectors"
+VECTORS = support.VECTORS
 
 # --- Synthetic logs and checks for the policy tables (no signatures involved).
 
@@ -590,7 +590,7 @@ def test_unknown_policy_is_refused() -> None:
     assert POLICIES == ("chrome", "apple")
 
 
-# --- evaluate() with real signatures (tests/pki.py).
+# --- evaluate() with real signatures (tests/support/pki.py).
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from OpenSSL import SSL
 
-import pki
 from expect_ct import tls as ct_tls
 from expect_ct.tls import HandshakeCapture
 from expect_ct.tls import HandshakeSCTs
@@ -42,10 +41,11 @@ from expect_ct.tls import parse_extensions
 from expect_ct.tls import parse_server_hello
 from expect_ct.tls import parse_tls13_certificate
 from expect_ct.tls import split_handshake_message
-from origins import Origin
-from origins import http_response
-from origins import observed_openssl_origin
-from origins import parse_msg_log
+from support import pki
+from support.origins import Origin
+from support.origins import http_response
+from support.origins import observed_openssl_origin
+from support.origins import parse_msg_log
 
 # --- crafted TLS messages -------------------------------------------------------------------
 

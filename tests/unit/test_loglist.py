@@ -18,16 +18,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-import pki
+import support
 from expect_ct.loglist import InvalidLogList
 from expect_ct.loglist import Log
 from expect_ct.loglist import LogList
 from expect_ct.loglist import LogState
 from expect_ct.loglist import datetime_to_ms
 from expect_ct.loglist import ms_to_datetime
+from support import pki
 
 UTC = datetime.UTC
-VECTORS = Path(__file__).parent / "vectors"
+VECTORS = support.VECTORS
 GOOGLE_2026 = VECTORS / "google_all_logs_2026-06-20.json"
 GOOGLE_V50_4 = VECTORS / "google_all_logs_v50.4_2024-11-14.json"
 
@@ -147,7 +148,7 @@ def test_google_2026_without_timestamp() -> None:
     assert sum(log.state is None for log in google.logs.values()) == 61
 
 
-# --- Synthetic lists from tests/pki.py.
+# --- Synthetic lists from tests/support/pki.py.
 
 
 @pytest.fixture(scope="module")

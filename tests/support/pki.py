@@ -594,3 +594,44 @@ def serverinfo_pem(sct_list: bytes, *, v2: bool = True) -> bytes:
     b64 = base64.b64encode(body).decode()
     lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
     return (f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n").encode()
+
+
+# --- hostile artefacts (shared by the unit and end-to-end hostile-input tests) ---
+
+
+def resign(cert: x509.Certificate, issuer: CA, tbs: bytes) -> x509.Certificate:
+    """``cert`` with its TBSCertificate replaced by ``tbs``, signed again by ``issuer``."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    ((_, content, _),) = der_children(der)
+    _, signature_algorithm, _ = der_children(content)
+    signature = der_tlv(0x03, b"\x00" + sign(issuer.key, tbs))
+    return x509.load_der_x509_certificate(der_tlv(0x30, tbs + signature_algorithm[2] + signature))
+
+
+def with_sct_extensions(
+    issuer: CA, extn_values: list[bytes], *, hosts: tuple[str, ...] = ("localhost",)
+) -> tuple[x509.Certificate, PrivateKey]:
+    """A leaf whose extensions end with one SCT list extension per raw ``extn_values`` item.
+
+    cryptography refuses to build a certificate with a repeated extension (RFC 5280 4.2), so
+    the extensions SEQUENCE is patched and the TBSCertificate signed again.
+    """
+    leaf, key = make_leaf(issuer, hosts=hosts)
+    ((_, tbs_content, _),) = der_children(leaf.tbs_certificate_bytes)
+    extra = b"".join(
+        der_tlv(0x30, der_oid(OID_SCT_EMBEDDED) + der_octet_string(value)) for value in extn_values
+    )
+    parts = []
+    for tag, content, whole in der_children(tbs_content):
+        if tag == 0xA3:  # extensions [3] EXPLICIT SEQUENCE OF Extension
+            ((_, extensions, _),) = der_children(content)
+            whole = der_tlv(0xA3, der_tlv(0x30, extensions + extra))
+        parts.append(whole)
+    return resign(leaf, issuer, der_tlv(0x30, b"".join(parts))), key
+
+
+def ocsp_shell(inner: bytes) -> bytes:
+    """An OCSPResponse (RFC 6960 4.2.1): successful, id-pkix-ocsp-basic, ``inner`` as response."""
+    basic = der_oid(x509.ObjectIdentifier("1.3.6.1.5.5.7.48.1.1"))
+    response_bytes = der_tlv(0x30, basic + der_octet_string(inner))
+    return der_tlv(0x30, b"\x0a\x01\x00" + der_tlv(0xA0, response_bytes))

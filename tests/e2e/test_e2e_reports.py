@@ -29,20 +29,20 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-import pki
-from collector import REPORT_KEYS
-from collector import Collector
-from collector import CollectorPKI
-from collector import SilentServer
-from collector import https_collector
-from collector import make_collector_pki
-from conftest import World
-from conftest import proxy_options
 from expect_ct.store import KnownHostStore
-from httpsorigin import Origin
-from httpsorigin import https_origin
-from proxy import Mitmdump
-from proxy import Response
+from support import pki
+from support.collector import REPORT_KEYS
+from support.collector import Collector
+from support.collector import CollectorPKI
+from support.collector import SilentServer
+from support.collector import https_collector
+from support.collector import make_collector_pki
+from support.httpsorigin import Origin
+from support.httpsorigin import https_origin
+from support.proxy import Mitmdump
+from support.proxy import Response
+from support.world import World
+from support.world import proxy_options
 
 UTC = datetime.UTC
 NON_COMPLIANT_HOSTS = ("k.test", "ke.test", "u.test", "u2.test", "self.test", "hang.test")

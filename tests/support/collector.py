@@ -25,7 +25,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-import pki
+from support import pki
 
 COLLECTOR_HOSTS = ("localhost", "127.0.0.1", "collector.test")
 # What a collector should receive: RFC 9163 section 3.1, every key of a report (scheme is

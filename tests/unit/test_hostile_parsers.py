@@ -29,14 +29,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-import pki
 from expect_ct import records
 from expect_ct.header import DIALECTS
 from expect_ct.header import ExpectCT
@@ -59,6 +56,7 @@ from expect_ct.tls import parse_certificate_status
 from expect_ct.tls import parse_extensions
 from expect_ct.tls import parse_server_hello
 from expect_ct.tls import parse_tls13_certificate
+from support import pki
 
 UTC = datetime.UTC
 STATUSES = ("valid", "invalid", "unknown")
@@ -100,40 +98,6 @@ MATERIAL = Material()
 
 
 # --- certificates with hand-made SCT extensions ---------------------------------------------
-
-
-def resign(cert: x509.Certificate, issuer: pki.CA, tbs: bytes) -> x509.Certificate:
-    """``cert`` with its TBSCertificate replaced by ``tbs``, signed again by ``issuer``."""
-    der = cert.public_bytes(serialization.Encoding.DER)
-    ((_, content, _),) = pki.der_children(der)
-    _, signature_algorithm, _ = pki.der_children(content)
-    signature = pki.der_tlv(0x03, b"\x00" + pki.sign(issuer.key, tbs))
-    return x509.load_der_x509_certificate(
-        pki.der_tlv(0x30, tbs + signature_algorithm[2] + signature)
-    )
-
-
-def with_sct_extensions(
-    issuer: pki.CA, extn_values: list[bytes], *, hosts: tuple[str, ...] = ("localhost",)
-) -> tuple[x509.Certificate, pki.PrivateKey]:
-    """A leaf whose extensions end with one SCT list extension per raw ``extn_values`` item.
-
-    cryptography refuses to build a certificate with a repeated extension (RFC 5280 4.2), so
-    the extensions SEQUENCE is patched and the TBSCertificate signed again.
-    """
-    leaf, key = pki.make_leaf(issuer, hosts=hosts)
-    ((_, tbs_content, _),) = pki.der_children(leaf.tbs_certificate_bytes)
-    extra = b"".join(
-        pki.der_tlv(0x30, pki.der_oid(pki.OID_SCT_EMBEDDED) + pki.der_octet_string(value))
-        for value in extn_values
-    )
-    parts = []
-    for tag, content, whole in pki.der_children(tbs_content):
-        if tag == 0xA3:  # extensions [3] EXPLICIT SEQUENCE OF Extension
-            ((_, extensions, _),) = pki.der_children(content)
-            whole = pki.der_tlv(0xA3, pki.der_tlv(0x30, extensions + extra))
-        parts.append(whole)
-    return resign(leaf, issuer, pki.der_tlv(0x30, b"".join(parts))), key
 
 
 # --- the Expect-CT header --------------------------------------------------------------------
@@ -416,14 +380,7 @@ def test_ocsp_for_another_certificate_and_garbage_inside_a_valid_shell() -> None
         ocsp_scts(pki.ocsp_response(MATERIAL.other, MATERIAL.inter), MATERIAL.leaf)
     # The shell s_server can load (status, responseBytes) around random BasicOCSPResponse bytes.
     with pytest.raises(InvalidSCTList, match="not a DER OCSP response"):
-        ocsp_scts(ocsp_shell(bytes(range(256)) * 2), MATERIAL.leaf)
-
-
-def ocsp_shell(inner: bytes) -> bytes:
-    """An OCSPResponse (RFC 6960 4.2.1): successful, id-pkix-ocsp-basic, ``inner`` as response."""
-    basic = pki.der_oid(x509.ObjectIdentifier("1.3.6.1.5.5.7.48.1.1"))
-    response_bytes = pki.der_tlv(0x30, basic + pki.der_octet_string(inner))
-    return pki.der_tlv(0x30, b"\x0a\x01\x00" + pki.der_tlv(0xA0, response_bytes))
+        ocsp_scts(pki.ocsp_shell(bytes(range(256)) * 2), MATERIAL.leaf)
 
 
 # --- log lists -------------------------------------------------------------------------------
@@ -712,7 +669,7 @@ def assert_explicit(verdict: Any) -> None:
     )
 )
 def test_malformed_or_repeated_sct_extensions_become_reasons(values: list[bytes]) -> None:
-    leaf, _ = with_sct_extensions(MATERIAL.inter, values)
+    leaf, _ = pki.with_sct_extensions(MATERIAL.inter, values)
     verdict = evaluate([leaf, MATERIAL.inter.cert], log_list=MATERIAL.log_list)
     assert_explicit(verdict)
     assert not verdict.compliant
@@ -726,7 +683,7 @@ def test_repeated_valid_sct_extension_is_refused_not_counted_twice() -> None:
         for e in MATERIAL.leaf.extensions
         if e.oid == pki.OID_SCT_EMBEDDED
     ]
-    leaf, _ = with_sct_extensions(MATERIAL.inter, [valid_value] * 2)
+    leaf, _ = pki.with_sct_extensions(MATERIAL.inter, [valid_value] * 2)
     verdict = evaluate([leaf, MATERIAL.inter.cert], log_list=MATERIAL.log_list)
     assert not verdict.compliant and verdict.scts == []
     assert any("2 SCT list extensions" in r for r in verdict.reasons)
@@ -807,7 +764,7 @@ def test_a_thousand_scts_get_explicit_statuses_in_linear_time() -> None:
 def test_sixty_four_kilobytes_of_embedded_scts() -> None:
     listing = encode_sct_list([minimal_sct(i, signature=bytes(1300)) for i in range(48)])
     assert 60_000 < len(listing) <= 65_537
-    leaf, _ = with_sct_extensions(MATERIAL.inter, [pki.der_octet_string(listing)])
+    leaf, _ = pki.with_sct_extensions(MATERIAL.inter, [pki.der_octet_string(listing)])
     verdict = evaluate([leaf, MATERIAL.inter.cert], log_list=MATERIAL.log_list)
     assert_explicit(verdict)
     assert [c.status for c in verdict.scts] == ["unknown"] * 48
@@ -852,7 +809,7 @@ def test_certificate_with_an_undecodable_subject_is_still_recorded() -> None:
     leaf, _ = pki.make_leaf(MATERIAL.inter, hosts=("zzzzzz.test",))
     tbs = leaf.tbs_certificate_bytes
     needle = b"\x0c\x0bzzzzzz.test"  # the commonName UTF8String
-    broken = resign(leaf, MATERIAL.inter, tbs.replace(needle, b"\x0c\x0b\xff\xfe\x1b[31mzzzz"))
+    broken = pki.resign(leaf, MATERIAL.inter, tbs.replace(needle, b"\x0c\x0b\xff\xfe\x1b[31mzzzz"))
     with pytest.raises(ValueError):
         broken.subject.rfc4514_string()
     facts = records.certificate_facts(broken)

@@ -37,16 +37,14 @@ from cryptography.x509.oid import NameOID
 from mitmproxy import http
 from mitmproxy import io as mio
 
-import pki
-from conftest import World
-from conftest import proxy_options
 from expect_ct import records
-from httpsorigin import https_origin
-from origins import openssl_origin
-from proxy import Mitmdump
-from proxy import Response
-from test_hostile_parsers import ocsp_shell
-from test_hostile_parsers import with_sct_extensions
+from support import pki
+from support.httpsorigin import https_origin
+from support.origins import openssl_origin
+from support.proxy import Mitmdump
+from support.proxy import Response
+from support.world import World
+from support.world import proxy_options
 
 DOMAIN = "hostile.test"
 SAN = (f"*.{DOMAIN}",)
@@ -267,8 +265,8 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
         ),
         f"garbage-sct-13.{DOMAIN}": dict(serverinfo=pki.serverinfo_pem(rng.randbytes(300))),
         ENFORCED: dict(serverinfo=pki.serverinfo_pem(rng.randbytes(300))),
-        f"garbage-ocsp.{DOMAIN}": dict(ocsp_der=ocsp_shell(rng.randbytes(300))),
-        f"garbage-ocsp-12.{DOMAIN}": dict(ocsp_der=ocsp_shell(rng.randbytes(300)), tls="1.2"),
+        f"garbage-ocsp.{DOMAIN}": dict(ocsp_der=pki.ocsp_shell(rng.randbytes(300))),
+        f"garbage-ocsp-12.{DOMAIN}": dict(ocsp_der=pki.ocsp_shell(rng.randbytes(300)), tls="1.2"),
         f"foreign-ocsp.{DOMAIN}": dict(ocsp_der=pki.ocsp_response(other, inter)),
         f"deep-chain.{DOMAIN}": dict(
             cert=deep_leaf, key=deep_key, chain=[c.cert for c in reversed(deep)]
@@ -496,8 +494,8 @@ def cert_run(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         e.value.public_bytes() for e in good.extensions if e.oid == pki.OID_SCT_EMBEDDED
     ]
     leaves = {
-        "two-sct-extensions": with_sct_extensions(inter, [sct_value, sct_value], hosts=SAN),
-        "sct-extension-not-der": with_sct_extensions(inter, [b"\x00\x09junk"], hosts=SAN),
+        "two-sct-extensions": pki.with_sct_extensions(inter, [sct_value, sct_value], hosts=SAN),
+        "sct-extension-not-der": pki.with_sct_extensions(inter, [b"\x00\x09junk"], hosts=SAN),
     }
     flow_file = base / "flows.mitm"
     with contextlib.ExitStack() as stack:
@@ -562,7 +560,7 @@ def test_mitmproxy_itself_fails_on_such_a_leaf(world: World, tmp_path: Path) -> 
     )
     (tmp_path / "good.pem").write_bytes(pki.pem(good, inter.cert))
     (tmp_path / "good.key").write_bytes(pki.key_pem(good_key))
-    leaf, key = with_sct_extensions(inter, [b"\x00\x09junk"], hosts=SAN)
+    leaf, key = pki.with_sct_extensions(inter, [b"\x00\x09junk"], hosts=SAN)
     name = f"not-der.{DOMAIN}"
     with (
         https_origin(tmp_path / "good.pem", tmp_path / "good.key", {"/": []}) as normal,

@@ -54,16 +54,16 @@ from mitmproxy import io as mitmio
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 
-import pki
-from conftest import World
-from conftest import proxy_options
 from expect_ct.addon import ExpectCT
-from httpsorigin import Origin as HttpsOrigin
-from httpsorigin import https_origin
-from origins import openssl_origin
-from proxy import ADDON_SCRIPT
-from proxy import Mitmdump
-from proxy import Response
+from support import pki
+from support.httpsorigin import Origin as HttpsOrigin
+from support.httpsorigin import https_origin
+from support.origins import openssl_origin
+from support.proxy import ADDON_SCRIPT
+from support.proxy import Mitmdump
+from support.proxy import Response
+from support.world import World
+from support.world import proxy_options
 
 Event = dict[str, Any]
 # What EventLog adds around the addon's own connection record (see report.EventLog.write).

@@ -19,14 +19,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-import pki
-from collector import REPORT_KEYS
-from collector import Collector
-from collector import CollectorPKI
-from collector import RawTLSServer
-from collector import SilentServer
-from collector import https_collector
-from collector import make_collector_pki
 from expect_ct.report import EventLog
 from expect_ct.report import ReportDeduplicator
 from expect_ct.report import ReportOutcome
@@ -38,6 +30,14 @@ from expect_ct.report import rfc3339
 from expect_ct.report import serialize_report
 from expect_ct.sct import SCT
 from expect_ct.sct import Source
+from support import pki
+from support.collector import REPORT_KEYS
+from support.collector import Collector
+from support.collector import CollectorPKI
+from support.collector import RawTLSServer
+from support.collector import SilentServer
+from support.collector import https_collector
+from support.collector import make_collector_pki
 
 UTC = datetime.UTC
 RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

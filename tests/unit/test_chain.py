@@ -11,12 +11,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID
 
-import pki
 from expect_ct.chain import ChainClassifier
 from expect_ct.chain import ChainKind
 from expect_ct.chain import default_public_roots
 from expect_ct.chain import load_pem_roots
 from expect_ct.chain import load_roots_dir
+from support import pki
 
 UTC = datetime.UTC
 

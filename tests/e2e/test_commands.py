@@ -20,12 +20,12 @@ from mitmproxy import http
 from mitmproxy import io
 from mitmproxy.test import taddons
 
-import pki
-from conftest import World
-from conftest import proxy_options
 from expect_ct.addon import ExpectCT
-from httpsorigin import https_origin
-from proxy import Mitmdump
+from support import pki
+from support.httpsorigin import https_origin
+from support.proxy import Mitmdump
+from support.world import World
+from support.world import proxy_options
 
 
 @pytest.fixture(scope="module")
