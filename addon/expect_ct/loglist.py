@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import types
+from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -37,6 +38,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 BUNDLED_LIST = "apple_log_list.json"
 BUNDLED_META = "apple_log_list.meta.json"
+# Google's two "mimic" logs, whose private keys are published (see data/README.md).
+MIMIC_LOGS = "mimic_logs.json"
 
 
 # `python -m expect_ct update-log-list` installs a list here (in mitmproxy's confdir) and the
@@ -96,6 +99,14 @@ class Log:
     tiled: bool = False
     monitoring_url: str | None = None
     log_type: str | None = None
+    # The state's name when it is none of LogState (``state`` is then None). U2: a log in a
+    # state no policy names satisfies no requirement, so its SCTs are never counted.
+    unknown_state: str | None = None
+
+    @property
+    def mimic(self) -> bool:
+        """One of Google's mimic logs: its private key is public, its SCTs prove nothing."""
+        return self.log_id in mimic_log_ids()
 
     def operator_at(self, timestamp_ms: int) -> str:
         """The operator running the log when an SCT with this timestamp was issued.
@@ -132,6 +143,9 @@ class LogList:
     operators: tuple[str, ...] = ()
     is_all_logs: bool | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+    # Problems that did not stop the list from loading: at most one line per kind (logs in
+    # states the parser does not know, mimic logs). The caller decides how to show them.
+    warnings: tuple[str, ...] = ()
 
     def get(self, log_id: bytes) -> Log | None:
         return self.logs.get(log_id)
@@ -197,7 +211,17 @@ def _load_bundled() -> LogList:
         operators=log_list.operators,
         is_all_logs=log_list.is_all_logs,
         extra=types.MappingProxyType(dict(log_list.extra, meta=meta)),
+        warnings=log_list.warnings,
     )
+
+
+@functools.cache
+def mimic_log_ids() -> frozenset[bytes]:
+    """Log ids of Google's mimic logs (GoogleChrome/CertificateTransparency 3p_libraries.md):
+    whatever list names them, their SCTs are never counted."""
+    data_dir = resources.files("expect_ct") / "data"
+    document = json.loads(data_dir.joinpath(MIMIC_LOGS).read_text(encoding="utf-8"))
+    return frozenset(base64.b64decode(log["log_id"]) for log in document["logs"])
 
 
 class _Problem(Exception):
@@ -289,7 +313,33 @@ def _parse_root(document: object, source: str) -> LogList:
         operators=tuple(operator_names),
         is_all_logs=is_all_logs,
         extra=types.MappingProxyType(extra),
+        warnings=_list_warnings(logs.values()),
     )
+
+
+def _list_warnings(logs: Iterable[Log]) -> tuple[str, ...]:
+    """One line per kind of problem that leaves the list usable (U1-U4, C12)."""
+    warnings = []
+    unknown = [log for log in logs if log.unknown_state is not None]
+    if unknown:
+        states = ", ".join(sorted({repr(log.unknown_state) for log in unknown}))
+        names = ", ".join(log.description or _b64(log.log_id) for log in unknown)
+        warnings.append(
+            f"{len(unknown)} log{'s' * (len(unknown) > 1)} in a state this parser does not know "
+            f"({states}); their SCTs are not counted: {names}"
+        )
+    mimics = [log for log in logs if log.mimic]
+    if mimics:
+        names = ", ".join(log.description or _b64(log.log_id) for log in mimics)
+        warnings.append(
+            f"list names Google's mimic logs, whose private keys are public ({names}); "
+            f"their SCTs are never counted"
+        )
+    return tuple(warnings)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def _parse_log(entry: object, operator: str, tiled: bool, where: str) -> Log:
@@ -315,7 +365,7 @@ def _parse_log(entry: object, operator: str, tiled: bool, where: str) -> Log:
             raise _Problem(f"{where}.mmd", f"expected a whole number of seconds, got {mmd!r}")
         mmd = int(mmd)
 
-    state, state_since = _parse_state(entry.get("state"), f"{where}.state")
+    state, state_since, unknown_state = _parse_state(entry.get("state"), f"{where}.state")
 
     temporal_interval = None
     if "temporal_interval" in entry:
@@ -357,28 +407,36 @@ def _parse_log(entry: object, operator: str, tiled: bool, where: str) -> Log:
         tiled=tiled,
         monitoring_url=monitoring_url,
         log_type=log_type,
+        unknown_state=unknown_state,
     )
 
 
-def _parse_state(value: object, where: str) -> tuple[LogState | None, datetime | None]:
+def _parse_state(
+    value: object, where: str
+) -> tuple[LogState | None, datetime | None, str | None]:
+    """(state, since, unknown state name). A state the parser does not know is kept by name
+    and the log stays in the list uncounted: shipped clients skip or ignore such a log rather
+    than refuse the whole list (U3). Keys beside one known state are ignored (U1)."""
     # All-logs lists have entries with no state at all (test or not-yet-pending logs).
     if value is None:
-        return None, None
+        return None, None, None
     value = _expect_object(value, where)
-    if len(value) != 1:
-        found = ", ".join(sorted(value)) or "nothing"
-        raise _Problem(where, f"expected exactly one state, found {found}")
-    ((name, details),) = value.items()
-    try:
-        state = LogState(name)
-    except ValueError:
-        known = ", ".join(s.value for s in LogState)
-        raise _Problem(where, f"unknown log state {name!r} (known: {known})") from None
-    details = _expect_object(details, f"{where}.{name}")
+    known = [name for name in value if name in _STATE_NAMES]
+    if len(known) > 1:
+        raise _Problem(where, f"expected exactly one state, found {', '.join(sorted(known))}")
+    if not known:
+        if not value:
+            raise _Problem(where, "expected exactly one state, found nothing")
+        return None, None, ", ".join(sorted(value))
+    name = known[0]
+    details = _expect_object(value[name], f"{where}.{name}")
     since = _parse_time(
         _require(details, "timestamp", f"{where}.{name}"), f"{where}.{name}.timestamp"
     )
-    return state, since
+    return LogState(name), since, None
+
+
+_STATE_NAMES = frozenset(state.value for state in LogState)
 
 
 def _parse_time(value: object, where: str) -> datetime:

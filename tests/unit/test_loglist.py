@@ -256,6 +256,84 @@ def test_admissible_states(
     assert (log.state.value if log.state else None) == state
 
 
+# --- Log states the parser does not know (U1-U4) and mimic logs (C12).
+
+
+def _with_state(document: dict[str, Any], index: int, state: dict[str, Any]) -> dict[str, Any]:
+    document["operators"][0]["logs"][index]["state"] = state
+    return document
+
+
+@pytest.mark.parametrize("schema", ["google", "apple"])
+def test_unknown_states_load_with_one_warning(logs: dict[str, pki.TestLog], schema: str) -> None:
+    # U3: shipped clients keep a list when one log entry is odd; U2: that log counts for
+    # nothing; U4: warn once per list, keep the other logs.
+    document = pki.log_list_json([pki.LogEntry(logs[name]) for name in "abc"], schema=schema)
+    by_id = {
+        entry["log_id"]: entry for op in document["operators"] for entry in op["logs"]
+    }
+    by_id[base64.b64encode(logs["b"].log_id).decode()]["state"] = {
+        "expired": {"timestamp": "2026-01-01T00:00:00Z"}
+    }
+    by_id[base64.b64encode(logs["c"].log_id).decode()]["state"] = {"frozen": {}}
+    parsed = LogList.from_json(document, source="odd.json")
+    assert len(parsed) == 3
+    usable = parsed.get(logs["a"].log_id)
+    assert usable is not None and usable.state is LogState.USABLE and usable.admissible
+    for name, state in (("b", "expired"), ("c", "frozen")):
+        log = parsed.get(logs[name].log_id)
+        assert log is not None
+        assert log.state is None and log.unknown_state == state and not log.admissible
+    assert len(parsed.warnings) == 1
+    (warning,) = parsed.warnings
+    assert "2 logs in a state this parser does not know ('expired', 'frozen')" in warning
+    assert logs["b"].description in warning and logs["c"].description in warning
+    assert logs["a"].description not in warning
+
+
+def test_known_lists_have_no_warnings() -> None:
+    assert LogList.bundled().warnings == ()
+    assert LogList.load(GOOGLE_2026).warnings == ()
+
+
+def test_extra_key_beside_a_known_state_is_ignored(logs: dict[str, pki.TestLog]) -> None:
+    # U1: the schemas do not forbid additional properties beside one of the six states.
+    document = _with_state(
+        pki.log_list_json([pki.LogEntry(logs["a"])]),
+        0,
+        {"usable": {"timestamp": "2026-01-01T00:00:00Z"}, "frozen": {"since": "x"}},
+    )
+    log = LogList.from_json(document, source="s").get(logs["a"].log_id)
+    assert log is not None and log.state is LogState.USABLE and log.unknown_state is None
+
+
+def test_mimic_logs_are_flagged_and_warned_about(logs: dict[str, pki.TestLog]) -> None:
+    # C12: Google's third-party lists carry two mimic logs whose private keys are public.
+    data = resources.files("expect_ct") / "data" / "mimic_logs.json"
+    mimics = json.loads(data.read_text(encoding="utf-8"))["logs"]
+    assert len(mimics) == 2
+    for mimic in mimics:
+        assert hashlib.sha256(b64(mimic["key"])).digest() == b64(mimic["log_id"])
+    document = pki.log_list_json([pki.LogEntry(logs["a"])])
+    document["operators"][0]["logs"].append(
+        {
+            "description": "Mimic 1",
+            "log_id": mimics[0]["log_id"],
+            "key": mimics[0]["key"],
+            "url": "https://mimic.example/",
+            "mmd": 86400,
+            "state": {"usable": {"timestamp": "2026-01-22T00:00:00Z"}},
+        }
+    )
+    parsed = LogList.from_json(document, source="3p.json")
+    mimic = parsed.get(b64(mimics[0]["log_id"]))
+    assert mimic is not None and mimic.mimic and mimic.admissible
+    other = parsed.get(logs["a"].log_id)
+    assert other is not None and not other.mimic
+    assert len(parsed.warnings) == 1
+    assert "mimic logs, whose private keys are public (Mimic 1)" in parsed.warnings[0]
+
+
 # --- previous_operators.
 
 
@@ -411,11 +489,6 @@ MALFORMED: list[tuple[str, Mutation, str]] = [
         "two states",
         _set(_log0, "state", {"usable": {"timestamp": "2020-01-01T00:00:00Z"}, "retired": {}}),
         r"state: expected exactly one state, found retired, usable",
-    ),
-    (
-        "unknown state",
-        _set(_log0, "state", {"frozen": {"timestamp": "2020-01-01T00:00:00Z"}}),
-        r"state: unknown log state 'frozen'",
     ),
     (
         "state without timestamp",
