@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -522,20 +523,59 @@ def is_precert_signing_cert(cert: x509.Certificate) -> bool:
 def find_issuer(
     leaf: x509.Certificate, candidates: Sequence[x509.Certificate]
 ) -> x509.Certificate | None:
-    """The candidate that signed ``leaf`` (served order is not trusted).
+    """The candidate that issued ``leaf`` (served order is not trusted).
+
+    A candidate whose signature on ``leaf`` verifies wins. When cryptography cannot check the
+    signature at all (SHA-1 or another refused algorithm, an unsupported key type), a
+    candidate whose subject is the leaf's issuer and whose subject key identifier matches the
+    leaf's authority key identifier is taken instead: the embedded SCTs sign only the issuer's
+    key hash (RFC 6962 section 3.2), so they still verify, and a wrong pick fails there.
+    A signature that is checked and wrong rules the candidate out.
 
     Precertificate Signing Certificates are skipped: RFC 6962 section 3.2 hashes the key of
     the CA that issues the final certificate, never the precertificate signer's.
     """
+    by_key_identifier: x509.Certificate | None = None
     for candidate in candidates:
         if candidate.subject != leaf.issuer or is_precert_signing_cert(candidate):
             continue
         try:
             leaf.verify_directly_issued_by(candidate)
-        except (ValueError, TypeError, InvalidSignature):
+        except InvalidSignature:
+            continue
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            # Names already match, so this is "Unsupported signature algorithm" or key type.
+            if by_key_identifier is None and _key_identifiers_match(leaf, candidate):
+                by_key_identifier = candidate
             continue
         return candidate
-    return None
+    return by_key_identifier
+
+
+def _key_identifiers_match(leaf: x509.Certificate, candidate: x509.Certificate) -> bool:
+    """RFC 5280 4.2.1.1: the leaf's authorityKeyIdentifier.keyIdentifier equals the issuer's
+    subjectKeyIdentifier (its extension, else the method-1 hash of its key). A leaf without
+    one matches on the name alone; the SCT signature check is what proves the key."""
+    try:
+        aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return True
+    except Exception:  # unparseable extensions: no basis for a match
+        return False
+    if aki.key_identifier is None:
+        return True
+    try:
+        ski = candidate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return ski.digest == aki.key_identifier
+    except x509.ExtensionNotFound:
+        pass
+    except Exception:
+        return False
+    try:
+        computed = x509.SubjectKeyIdentifier.from_public_key(candidate.public_key())  # type: ignore[arg-type]
+    except Exception:
+        return False
+    return computed.digest == aki.key_identifier
 
 
 # --- Verification.

@@ -311,6 +311,74 @@ def make_precert_signer(issuer: CA) -> CA:
     return CA(cert=builder.sign(issuer.key, hashes.SHA256()), key=key)
 
 
+# AlgorithmIdentifier DER of sha256WithRSAEncryption and sha1WithRSAEncryption (RFC 4055,
+# RFC 3279): same length, so one can stand in for the other inside a TBSCertificate.
+_ALG_SHA256_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")
+_ALG_SHA1_RSA = bytes.fromhex("300d06092a864886f70d0101050500")
+
+
+def make_rsa_intermediate(parent: CA, name: str = "Test RSA Intermediate") -> CA:
+    """An RSA-2048 CA (issued by ``parent`` with SHA-256), to sign SHA-1 leaves."""
+    key = _rsa_key()
+    builder = _ca_builder(name, key, parent.cert.subject, 0).add_extension(
+        _aki(parent), critical=False
+    )
+    return CA(cert=builder.sign(parent.key, hashes.SHA256()), key=key)
+
+
+def make_sha1_leaf(
+    issuer: CA,
+    *,
+    embedded: Sequence[tuple[TestLog, int]],
+    hosts: Sequence[str] = ("localhost",),
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
+) -> x509.Certificate:
+    """A leaf signed with SHA-1 RSA by an RSA ``issuer``, with real embedded SCTs, as CAs
+    issued them until 2016 (cryptography refuses to sign with SHA-1, so the TBS is patched
+    and signed by hand)."""
+    assert isinstance(issuer.key, rsa.RSAPrivateKey), "SHA-1 leaves need an RSA issuer"
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(issuer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - datetime.timedelta(hours=1))
+        .not_valid_after(not_after or now + datetime.timedelta(days=90))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(_aki(issuer), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([_general_name(h) for h in hosts]), critical=False
+        )
+    )
+
+    def sha1_tbs(cert: x509.Certificate) -> bytes:
+        tbs = cert.tbs_certificate_bytes
+        assert tbs.count(_ALG_SHA256_RSA) == 1
+        return tbs.replace(_ALG_SHA256_RSA, _ALG_SHA1_RSA)
+
+    precert_tbs = sha1_tbs(builder.sign(issuer.key, hashes.SHA256()))
+    entry = precert_signed_entry(issuer.cert, precert_tbs)
+    scts = [
+        sign_sct(log, entry_type=PRECERT_ENTRY, signed_entry=entry, timestamp_ms=ts)
+        for log, ts in embedded
+    ]
+    builder = builder.add_extension(
+        x509.UnrecognizedExtension(OID_SCT_EMBEDDED, der_octet_string(sct_list(scts))),
+        critical=False,
+    )
+    tbs = sha1_tbs(builder.sign(issuer.key, hashes.SHA256()))
+    signature = issuer.key.sign(tbs, padding.PKCS1v15(), hashes.SHA1())
+    der = der_tlv(0x30, tbs + _ALG_SHA1_RSA + der_tlv(0x03, b"\x00" + signature))
+    cert = x509.load_der_x509_certificate(der)
+    assert cert.tbs_precertificate_bytes == precert_tbs, "SCT extension must be the last one"
+    return cert
+
+
 def _general_name(host: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(host))

@@ -948,3 +948,53 @@ def test_issuer_key_hash_of_v1_certificate() -> None:
 
 def syn_time(years: int) -> datetime.datetime:
     return datetime.datetime(2025 + years, 1, 1, tzinfo=datetime.UTC)
+
+
+# --- Issuers whose signature cryptography cannot check (SHA-1 RSA, as before 2016).
+
+
+@dataclass(frozen=True)
+class Sha1Chain:
+    root: pki.CA
+    inter: pki.CA
+    logs: tuple[pki.TestLog, pki.TestLog]
+    leaf: x509.Certificate
+
+
+@pytest.fixture(scope="module")
+def sha1() -> Sha1Chain:
+    root = pki.make_root()
+    inter = pki.make_rsa_intermediate(root)
+    logs = (pki.make_log("SHA-1 era EC", "Op A"), pki.make_log("SHA-1 era RSA", "Op B", rsa=True))
+    leaf = pki.make_sha1_leaf(inter, embedded=[(logs[0], 1_450_000_000_000), (logs[1], 1)])
+    return Sha1Chain(root, inter, logs, leaf)
+
+
+def test_sha1_leaf_signature_cannot_be_checked_by_cryptography(sha1: Sha1Chain) -> None:
+    # The premise of the key-identifier fallback: cryptography refuses SHA-1 signatures.
+    assert isinstance(sha1.leaf.signature_hash_algorithm, hashes.SHA1)
+    with pytest.raises(ValueError, match="Unsupported signature algorithm"):
+        sha1.leaf.verify_directly_issued_by(sha1.inter.cert)
+
+
+def test_sha1_leaf_issuer_found_by_name_and_key_identifier(sha1: Sha1Chain) -> None:
+    assert find_issuer(sha1.leaf, [sha1.root.cert, sha1.leaf, sha1.inter.cert]) == sha1.inter.cert
+    scts = embedded_scts(sha1.leaf)
+    assert len(scts) == 2
+    for sct, log in zip(scts, sha1.logs, strict=True):
+        verify_sct(sct, log.public_der, sha1.leaf, sha1.inter.cert)
+
+
+def test_sha1_leaf_same_name_other_key_is_not_its_issuer(sha1: Sha1Chain) -> None:
+    impostor = pki.make_rsa_intermediate(sha1.root)  # same default name, other key and SKI
+    assert impostor.cert.subject == sha1.inter.cert.subject
+    assert find_issuer(sha1.leaf, [impostor.cert]) is None
+    assert find_issuer(sha1.leaf, [impostor.cert, sha1.inter.cert]) == sha1.inter.cert
+
+
+def test_checked_bad_signature_is_never_overridden_by_key_identifier(syn: Synthetic) -> None:
+    # Same issuer name, a signature cryptography can check and that is wrong: refused.
+    other = pki.make_intermediate(syn.root)
+    forged = pki.make_leaf(other, hosts=("localhost",))[0]
+    assert forged.issuer == syn.inter.cert.subject
+    assert find_issuer(forged, [syn.inter.cert]) is None
