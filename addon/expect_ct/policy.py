@@ -7,23 +7,24 @@ Two steps, kept apart so the policy tables can be tested without signatures:
 2. ``apply_policy`` is pure: given the checks, the validity period and a policy name it decides
    compliance, marks every check counted or not with a ``why``, and words the reasons.
 
-Policies (see docs/ct-policies.md):
+Policies (rules C1-C12, A1-A11, U1-U4 of docs/ct-policies.md, in force on 2026-12-05):
 
-* ``chrome``: GoogleChrome/CertificateTransparency ct_policy.md at 5ee521b (2026-04-15), with
-  SCTs in stapled OCSP responses treated like TLS-extension SCTs as Chrome did before 148.
-* ``apple``: support.apple.com/103214 (the 180/398-day table with per-operator caps).
+* ``chrome``: what Chrome 148 and later ships (policy_chrome.py): GoogleChrome/
+  CertificateTransparency ct_policy.md at 5ee521b, with Chromium's enforcer where code and
+  text differ (mixed delivery, C3); SCTs in stapled OCSP responses are verified and shown
+  but never counted (C4).
+* ``chrome-pre148``: the same, counting OCSP SCTs like TLS-extension SCTs (Chrome < 148).
+* ``apple``: support.apple.com/103214 with trustd's per-log checks (policy_apple.py).
 
 Pure: no mitmproxy import. ``evaluate`` never raises on hostile certificate, TLS or OCSP data.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
-from dataclasses import field
 from dataclasses import replace
 from datetime import UTC
 from datetime import datetime
@@ -31,11 +32,22 @@ from datetime import timedelta
 
 from cryptography import x509
 
-from expect_ct.loglist import Log
+from expect_ct import policy_apple
+from expect_ct import policy_chrome
 from expect_ct.loglist import LogList
-from expect_ct.loglist import LogState
 from expect_ct.loglist import datetime_to_ms
-from expect_ct.loglist import ms_to_datetime
+from expect_ct.policy_common import APPLE
+from expect_ct.policy_common import CHROME
+from expect_ct.policy_common import CHROME_PRE148
+from expect_ct.policy_common import INVALID
+from expect_ct.policy_common import NON_EMBEDDED
+from expect_ct.policy_common import UNKNOWN
+from expect_ct.policy_common import VALID
+from expect_ct.policy_common import Path
+from expect_ct.policy_common import SCTCheck
+from expect_ct.policy_common import Standing
+from expect_ct.policy_common import format_ms
+from expect_ct.policy_common import standing
 from expect_ct.sct import SCT
 from expect_ct.sct import InvalidSCTList
 from expect_ct.sct import SCTVerificationError
@@ -46,45 +58,69 @@ from expect_ct.sct import ocsp_scts
 from expect_ct.sct import parse_sct_list
 from expect_ct.sct import verify_sct
 
-POLICIES = ("chrome", "apple")
+__all__ = [
+    "INVALID",
+    "POLICIES",
+    "UNKNOWN",
+    "VALID",
+    "Freshness",
+    "SCTCheck",
+    "Verdict",
+    "apply_policy",
+    "check_sct",
+    "evaluate",
+    "freshness",
+    "freshness_limit",
+    "is_timely",
+]
 
-VALID = "valid"
-INVALID = "invalid"
-UNKNOWN = "unknown"
+POLICIES = (CHROME, CHROME_PRE148, APPLE)
 
-# ct_policy.md: N = 2 for lifetimes of at most 180 days, 3 above (Chromium: `> base::Days(180)`).
-CHROME_SHORT_LIFETIME = timedelta(days=180)
-# support.apple.com/103214: (days, SCTs from distinct logs, max SCTs counted per operator).
-APPLE_TIERS = ((180, 2, 1), (398, 3, 2))
-
-_DAY = timedelta(days=1)
-_NON_EMBEDDED = "TLS extension or OCSP"
+# Kept for callers of the former single-module policy.
+CHROME_SHORT_LIFETIME = policy_chrome.CHROME_SHORT_LIFETIME
+APPLE_TIERS = policy_apple.APPLE_TIERS
 
 
 @dataclass(frozen=True)
-class SCTCheck:
-    """One SCT and what we concluded about it.
+class Freshness:
+    """How long a policy's clients keep enforcing CT with an old log list.
 
-    ``status`` uses RFC 9163's report vocabulary: "valid", "invalid" or "unknown" (log not in
-    the log list). ``counted`` says whether the SCT counted toward the policy and ``why``
-    explains it in a sentence ("counted: usable log, operator Google").
+    Enforcement holds while the list's age is strictly under ``limit``; after that the
+    client stops enforcing (fails open). ``measured_from`` says what the age counts from.
     """
 
-    sct: SCT
-    status: str
-    reason: str | None
-    log: Log | None
-    counted: bool = False
-    why: str = ""
+    limit: timedelta
+    measured_from: str
+    rule: str
 
-    @property
-    def source(self) -> Source:
-        return self.sct.source
 
-    @property
-    def operator(self) -> str | None:
-        """The log's operator when the SCT was issued (previous_operators aware)."""
-        return None if self.log is None else self.log.operator_at(self.sct.timestamp)
+_FRESHNESS = {
+    # C10: Chromium's IsLogDataTimely, `(now - log_list_timestamp).InDays() < 70`.
+    CHROME: Freshness(timedelta(days=70), "the list's log_list_timestamp", "C10"),
+    CHROME_PRE148: Freshness(timedelta(days=70), "the list's log_list_timestamp", "C10"),
+    # A10: trustd's SecOTAPKIAssetStalenessLessThanSeconds(kSecOTAPKIAssetStalenessDisable),
+    # 60 days since the device last confirmed it has the latest list.
+    APPLE: Freshness(
+        timedelta(days=60), "the last confirmation that the list is the latest", "A10"
+    ),
+}
+
+
+def freshness(policy: str) -> Freshness:
+    """The freshness rule of ``policy`` (C10, A10)."""
+    _require_known_policy(policy)
+    return _FRESHNESS[policy]
+
+
+def freshness_limit(policy: str) -> timedelta:
+    """The list age from which ``policy``'s clients stop enforcing CT (Chrome 70 days from
+    log_list_timestamp, C10; Apple 60 days since the list was last confirmed, A10)."""
+    return freshness(policy).limit
+
+
+def is_timely(policy: str, age: timedelta) -> bool:
+    """Whether a list ``age`` old still enforces under ``policy``: strictly under the limit."""
+    return age < freshness_limit(policy)
 
 
 @dataclass(frozen=True)
@@ -100,7 +136,8 @@ class Verdict:
     required: int | None = None
     # Distinct operators (at SCT time) among the counted SCTs.
     operators: tuple[str, ...] = ()
-    # Which rule made it compliant: "embedded" or "tls-ocsp" (chrome); "a" or "b" (apple).
+    # Which rule made it compliant: "embedded" (C1) or "mixed" (C3) for chrome and
+    # chrome-pre148; "a" (A2) or "b" (A3) for apple.
     satisfied_by: str | None = None
     # SCT sources that could not be read (malformed list or OCSP response). They are listed
     # here even when the other SCTs make the certificate compliant.
@@ -191,7 +228,7 @@ def check_sct(
         return SCTCheck(sct, UNKNOWN, "log not in the log list", None)
     if sct.timestamp > datetime_to_ms(now):
         return SCTCheck(
-            sct, INVALID, f"timestamp {_format_ms(sct.timestamp)} is in the future", log
+            sct, INVALID, f"timestamp {format_ms(sct.timestamp)} is in the future", log
         )
     if sct.source is Source.EMBEDDED and issuer is None:
         # RFC 6962 section 3.2: a precert_entry signs the issuer's key hash, so the issuer
@@ -223,21 +260,25 @@ def apply_policy(
     now = _aware(now)
     lifetime = _aware(not_after) - _aware(not_before)
     problems = tuple(problems)
-    standings = [_standing(check, now) for check in checks]
-    if policy == "chrome":
+    not_after = _aware(not_after)
+    standings = [
+        standing(check, policy=policy, now=now, not_after=not_after) for check in checks
+    ]
+    paths: list[Path]
+    if policy == APPLE:
+        apple_days = policy_apple.lifetime_days(lifetime)
         paths = [
-            _chrome_embedded(checks, standings, lifetime),
-            _chrome_non_embedded(checks, standings),
+            policy_apple.embedded_path(checks, standings, apple_days),
+            policy_apple.delivered_path(checks, standings),
         ]
-        required: int | None = _chrome_required(lifetime)
-    else:
-        apple_days = _apple_lifetime_days(lifetime)
-        paths = [
-            _apple_embedded(checks, standings, apple_days),
-            _apple_delivered(checks, standings),
-        ]
-        tier = _apple_tier(apple_days)
+        tier = policy_apple.tier(apple_days)
         required = None if tier is None else tier[0]
+    else:
+        paths = [
+            policy_chrome.embedded_path(checks, standings, lifetime),
+            policy_chrome.mixed_path(checks, standings, policy),
+        ]
+        required = policy_chrome.required_embedded_logs(lifetime)
 
     passing = [path for path in paths if path.passed]
     annotated = _annotate(checks, standings, paths, passing)
@@ -252,8 +293,8 @@ def apply_policy(
         ]
     else:
         reasons = [reason for path in paths if path.relevant for reason in path.reasons]
-        if policy == "apple":
-            reasons = _apple_overall(checks, standings) or reasons
+        if policy == APPLE:
+            reasons = policy_apple.overall_reasons(checks, standings) or reasons
         reasons += problems
     return Verdict(
         compliant=bool(passing),
@@ -268,306 +309,17 @@ def apply_policy(
     )
 
 
-@dataclass(frozen=True)
-class _Standing:
-    """Where a check stands whatever the path: ``excluded`` is set when it can never count."""
-
-    admissible: bool
-    retired_at: datetime | None  # set for a log retired before ``now``
-    excluded: str | None  # "not counted: ..." when the SCT can never count
-
-
-def _standing(check: SCTCheck, now: datetime) -> _Standing:
-    if check.status != VALID or check.log is None:
-        reason = check.reason or f"SCT is {check.status}"
-        return _Standing(False, None, f"not counted: {check.status}: {reason}")
-    log = check.log
-    if log.state is None:
-        return _Standing(False, None, "not counted: log has no state in the log list")
-    if log.state in (LogState.PENDING, LogState.REJECTED):
-        return _Standing(False, None, f"not counted: log is {log.state.value}{_since(log)}")
-    if log.state is LogState.RETIRED and log.state_since is not None:
-        # Chromium's IsLogDisqualified: a retirement dated in the future does not apply yet.
-        if log.state_since <= now:
-            return _Standing(False, log.state_since, None)
-    return _Standing(True, None, None)
-
-
-@dataclass
-class _Path:
-    """One way of complying, with per-check outcomes (index -> why)."""
-
-    name: str
-    passed: bool = False
-    relevant: bool = True  # whether its reasons help explain a failure
-    reasons: list[str] = field(default_factory=list)
-    counted: dict[int, str] = field(default_factory=dict)
-    skipped: dict[int, str] = field(default_factory=dict)
-
-
-def _chrome_required(lifetime: timedelta) -> int:
-    return 2 if lifetime <= CHROME_SHORT_LIFETIME else 3
-
-
-def _chrome_embedded(
-    checks: Sequence[SCTCheck], standings: Sequence[_Standing], lifetime: timedelta
-) -> _Path:
-    """ct_policy.md "Embedded SCTs": 1 admissible, N distinct logs, 2 operators."""
-    path = _Path("embedded")
-    # Chromium's issuance_date: the earliest SCT from a log that is not retired. Retired logs'
-    # SCTs count only if both it and the SCT predate the retirement.
-    issuance = min(
-        (c.sct.timestamp for c, s in zip(checks, standings, strict=True) if s.admissible),
-        default=None,
-    )
-    seen_logs: set[bytes] = set()
-    operators: set[str] = set()
-    has_admissible = False
-    any_embedded = False
-    for index, (check, standing) in enumerate(zip(checks, standings, strict=True)):
-        if check.source is not Source.EMBEDDED:
-            continue
-        any_embedded = True
-        if standing.excluded:
-            path.skipped[index] = standing.excluded
-            continue
-        if standing.retired_at is not None:
-            refused = _retired_refusal(check, standing.retired_at, issuance)
-            if refused:
-                path.skipped[index] = refused
-                continue
-        if check.sct.log_id in seen_logs:
-            path.skipped[index] = "not counted: duplicate log"
-            continue
-        seen_logs.add(check.sct.log_id)
-        operators.add(_operator(check))
-        has_admissible = has_admissible or standing.admissible
-        path.counted[index] = _counted_why(check, standing)
-
-    required = _chrome_required(lifetime)
-    if not has_admissible:
-        path.reasons.append("no embedded SCT from a qualified, usable or readonly log")
-    if len(seen_logs) < required:
-        path.reasons.append(
-            f"{required} embedded SCTs from distinct logs required for "
-            f"{_describe_lifetime(lifetime)}, {len(seen_logs)} found"
-        )
-    if len(operators) < 2:
-        path.reasons.append(f"embedded SCTs from 2 distinct operators required, {_only(operators)}")
-    path.passed = not path.reasons
-    non_embedded = any(c.source is not Source.EMBEDDED for c in checks)
-    path.relevant = any_embedded or not non_embedded
-    return path
-
-
-def _retired_refusal(check: SCTCheck, retired_at: datetime, issuance: int | None) -> str | None:
-    retired = _format_time(retired_at)
-    if check.sct.timestamp >= datetime_to_ms(retired_at):
-        return f"not counted: log retired {retired}, before this SCT"
-    if issuance is None:
-        return (
-            f"not counted: log retired {retired}, and no SCT from a qualified, usable or "
-            f"readonly log shows the certificate was issued before that"
-        )
-    if issuance >= datetime_to_ms(retired_at):
-        issued = _format_ms(issuance)
-        return (
-            f"not counted: log retired {retired}, before the certificate was issued "
-            f"(earliest SCT {issued})"
-        )
-    return None
-
-
-def _chrome_non_embedded(checks: Sequence[SCTCheck], standings: Sequence[_Standing]) -> _Path:
-    """ct_policy.md "SCTs delivered via TLS" (and OCSP before Chrome 148): 2 admissible SCTs
-    from 2 distinct operators; retired logs never count here."""
-    path = _Path("tls-ocsp")
-    seen_logs: set[bytes] = set()
-    operators: set[str] = set()
-    any_delivered = False
-    for index, (check, standing) in enumerate(zip(checks, standings, strict=True)):
-        if check.source is Source.EMBEDDED:
-            continue
-        any_delivered = True
-        if standing.excluded:
-            path.skipped[index] = standing.excluded
-            continue
-        if not standing.admissible:
-            path.skipped[index] = _retired_delivered(standing)
-            continue
-        if check.sct.log_id in seen_logs:
-            path.skipped[index] = "not counted: duplicate log"
-            continue
-        seen_logs.add(check.sct.log_id)
-        operators.add(_operator(check))
-        path.counted[index] = _counted_why(check, standing)
-    if len(seen_logs) < 2:
-        path.reasons.append(
-            f"2 SCTs delivered via {_NON_EMBEDDED} from qualified, usable or readonly logs "
-            f"required, {len(seen_logs)} found"
-        )
-    if len(operators) < 2:
-        path.reasons.append(
-            f"SCTs delivered via {_NON_EMBEDDED} from 2 distinct operators required, "
-            f"{_only(operators)}"
-        )
-    path.passed = not path.reasons
-    path.relevant = any_delivered
-    return path
-
-
-def _retired_delivered(standing: _Standing) -> str:
-    retired = _format_time(standing.retired_at) if standing.retired_at else "?"
-    return (
-        f"not counted: log retired {retired}; SCTs delivered via {_NON_EMBEDDED} "
-        f"from retired logs never count"
-    )
-
-
-def _apple_lifetime_days(lifetime: timedelta) -> int:
-    """RFC 5280 section 4.1.2.5: the validity period runs from notBefore through notAfter
-    inclusive, so one second is added; Apple counts any part of a day as a day."""
-    return math.ceil((lifetime + timedelta(seconds=1)) / _DAY)
-
-
-def _apple_tier(days: int) -> tuple[int, int] | None:
-    for max_days, required, cap in APPLE_TIERS:
-        if days <= max_days:
-            return required, cap
-    return None
-
-
-def _once_approved(check: SCTCheck, standing: _Standing) -> bool:
-    """Currently approved, or retired after this SCT was issued."""
-    if standing.admissible:
-        return True
-    return standing.retired_at is not None and check.sct.timestamp < datetime_to_ms(
-        standing.retired_at
-    )
-
-
-def _apple_overall(checks: Sequence[SCTCheck], standings: Sequence[_Standing]) -> list[str]:
-    """Apple's first rule, a precondition of both (a) and (b): 2 SCTs from once or
-    currently approved logs. When it fails it is the whole story."""
-    logs = {
-        c.sct.log_id
-        for c, s in zip(checks, standings, strict=True)
-        if not s.excluded and _once_approved(c, s)
-    }
-    if len(logs) >= 2:
-        return []
-    return [f"2 SCTs from once or currently approved logs required, {len(logs)} found"]
-
-
-def _apple_delivered(checks: Sequence[SCTCheck], standings: Sequence[_Standing]) -> _Path:
-    """Apple (a): 2 SCTs from currently approved logs, at least one via TLS or OCSP."""
-    path = _Path("a")
-    seen_logs: set[bytes] = set()
-    delivered = 0
-    # Delivered SCTs first, so a log that sent both kinds is counted for its delivered SCT.
-    order = sorted(range(len(checks)), key=lambda i: checks[i].source is Source.EMBEDDED)
-    for index in order:
-        check, standing = checks[index], standings[index]
-        if standing.excluded:
-            path.skipped[index] = standing.excluded
-            continue
-        if not standing.admissible:
-            retired = _format_time(standing.retired_at) if standing.retired_at else "?"
-            path.skipped[index] = (
-                f"not counted: log retired {retired}; this rule needs currently approved logs"
-            )
-            continue
-        if check.sct.log_id in seen_logs:
-            path.skipped[index] = "not counted: duplicate log"
-            continue
-        seen_logs.add(check.sct.log_id)
-        delivered += check.source is not Source.EMBEDDED
-        path.counted[index] = _counted_why(check, standing)
-    if delivered == 0:
-        path.reasons.append(f"no SCT from a currently approved log delivered via {_NON_EMBEDDED}")
-    elif len(seen_logs) < 2:
-        path.reasons.append(
-            f"2 SCTs from currently approved logs (at least 1 via {_NON_EMBEDDED}) required, "
-            f"{len(seen_logs)} found"
-        )
-    path.passed = not path.reasons
-    path.relevant = any(c.source is not Source.EMBEDDED for c in checks)
-    return path
-
-
-def _apple_embedded(checks: Sequence[SCTCheck], standings: Sequence[_Standing], days: int) -> _Path:
-    """Apple (b): 1 embedded SCT from a currently approved log, and N embedded SCTs from
-    distinct once or currently approved logs, at most ``cap`` of them per operator.
-
-    The table counts embedded SCTs, as Apple's trustd does (SCTs delivered via TLS or OCSP
-    are rule (a)'s business).
-    """
-    path = _Path("b")
-    tier = _apple_tier(days)
-    embedded = [i for i, c in enumerate(checks) if c.source is Source.EMBEDDED]
-    path.relevant = bool(embedded) or all(c.source is Source.EMBEDDED for c in checks)
-    if tier is None:
-        path.reasons.append(
-            f"embedded SCTs cannot make a {days}-day certificate compliant: Apple's policy "
-            f"covers lifetimes up to 398 days"
-        )
-        for index in embedded:
-            path.skipped[index] = standings[index].excluded or (
-                f"not counted: no embedded-SCT rule for a {days}-day certificate"
-            )
-        return path
-    required, cap = tier
-    # Currently approved logs first, so the cap never squeezes them out.
-    embedded.sort(key=lambda i: not standings[i].admissible)
-    seen_logs: set[bytes] = set()
-    per_operator: dict[str, int] = {}
-    has_admissible = False
-    for index in embedded:
-        check, standing = checks[index], standings[index]
-        if standing.excluded:
-            path.skipped[index] = standing.excluded
-            continue
-        if not _once_approved(check, standing):
-            retired = _format_time(standing.retired_at) if standing.retired_at else "?"
-            path.skipped[index] = f"not counted: log retired {retired}, before this SCT"
-            continue
-        if check.sct.log_id in seen_logs:
-            path.skipped[index] = "not counted: duplicate log"
-            continue
-        operator = _operator(check)
-        if per_operator.get(operator, 0) >= cap:
-            path.skipped[index] = (
-                f"not counted: operator {operator} already has {cap} SCT{'s' * (cap > 1)} "
-                f"counted, the most a {days}-day certificate allows"
-            )
-            continue
-        seen_logs.add(check.sct.log_id)
-        per_operator[operator] = per_operator.get(operator, 0) + 1
-        has_admissible = has_admissible or standing.admissible
-        path.counted[index] = _counted_why(check, standing)
-    if not has_admissible:
-        path.reasons.append("no embedded SCT from a currently approved log")
-    if len(seen_logs) < required:
-        path.reasons.append(
-            f"{required} embedded SCTs from distinct logs required for a {days}-day "
-            f"certificate (notBefore through notAfter inclusive; at most {cap} per operator), "
-            f"{len(seen_logs)} counted"
-        )
-    path.passed = not path.reasons
-    return path
-
-
 def _annotate(
     checks: Sequence[SCTCheck],
-    standings: Sequence[_Standing],
-    paths: Sequence[_Path],
-    passing: Sequence[_Path],
+    standings: Sequence[Standing],
+    paths: Sequence[Path],
+    passing: Sequence[Path],
 ) -> list[SCTCheck]:
     """Mark checks counted by the passing paths (or, when none passes, by the paths whose
     reasons explain the failure)."""
     deciding = passing or [p for p in paths if p.relevant] or paths
     out: list[SCTCheck] = []
-    for index, (check, standing) in enumerate(zip(checks, standings, strict=True)):
+    for index, (check, stand) in enumerate(zip(checks, standings, strict=True)):
         counted_why = next((p.counted[index] for p in deciding if index in p.counted), None)
         if counted_why is not None:
             out.append(replace(check, counted=True, why=counted_why))
@@ -577,8 +329,8 @@ def _annotate(
             None,
         )
         if why is None:
-            if standing.excluded:
-                why = standing.excluded
+            if stand.excluded:
+                why = stand.excluded
             else:
                 used = " and ".join(_PATH_WORDS[p.name] for p in passing)
                 why = f"not counted: compliant via {used} without it"
@@ -587,65 +339,11 @@ def _annotate(
 
 
 _PATH_WORDS = {
-    "embedded": "embedded SCTs",
-    "tls-ocsp": f"SCTs delivered via {_NON_EMBEDDED}",
-    "a": f"rule (a), SCTs delivered via {_NON_EMBEDDED}",
-    "b": "rule (b), embedded SCTs",
+    "embedded": "embedded SCTs (C1)",
+    "mixed": "1 non-embedded SCT and 2 operators (C3)",
+    "a": f"rule (a), SCTs delivered via {NON_EMBEDDED[APPLE]} (A2)",
+    "b": "rule (b), embedded SCTs (A3)",
 }
-
-
-# --- Wording helpers.
-
-
-def _counted_why(check: SCTCheck, standing: _Standing) -> str:
-    assert check.log is not None and check.log.state is not None
-    operator = _operator(check)
-    if standing.retired_at is not None:
-        return (
-            f"counted: log retired {_format_time(standing.retired_at)}, after this SCT, "
-            f"operator {operator}"
-        )
-    if check.log.state is LogState.RETIRED and check.log.state_since is not None:
-        retires = _format_time(check.log.state_since)
-        return f"counted: log retires {retires}, not yet retired, operator {operator}"
-    return f"counted: {check.log.state.value} log, operator {operator}"
-
-
-def _operator(check: SCTCheck) -> str:
-    operator = check.operator
-    assert operator is not None
-    return operator
-
-
-def _only(operators: set[str]) -> str:
-    if not operators:
-        return "none found"
-    return f"only {', '.join(sorted(operators))} found"
-
-
-def _since(log: Log) -> str:
-    return f" since {_format_time(log.state_since)}" if log.state_since else ""
-
-
-def _describe_lifetime(lifetime: timedelta) -> str:
-    if lifetime % _DAY == timedelta(0):
-        return f"a {lifetime.days}-day certificate"
-    days, rest = divmod(lifetime, _DAY)
-    return f"a certificate valid {days} days {rest}"
-
-
-def _format_ms(timestamp_ms: int) -> str:
-    try:
-        return _format_time(ms_to_datetime(timestamp_ms))
-    except OverflowError:
-        return f"{timestamp_ms} ms after 1970 (beyond year 9999)"
-
-
-def _format_time(moment: datetime) -> str:
-    moment = moment.astimezone(UTC)
-    if moment.time() == datetime.min.time():
-        return moment.strftime("%Y-%m-%d")
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _describe_error(error: Exception) -> str:

@@ -184,7 +184,7 @@ CHROME_CASES = [
         ("R1", "G1"),
         True,
         "YY",
-        why="counted: log retired 2026-02-01, after this SCT, operator Retiring Op",
+        why="counted: embedded, log retired 2026-02-01, after this SCT, operator Retiring Op",
     ),
     Case(
         "retired log, SCT after retirement",
@@ -227,17 +227,24 @@ CHROME_CASES = [
         "no SCT from a qualified, usable or readonly log shows the certificate was issued",
     ),
     Case(
+        # C1b: a retirement dated after now does not apply yet.
         "retirement scheduled after now counts like usable",
         "chrome",
         D90,
         ("F1/tls@late", "G1/tls"),
         True,
         "YY",
-        why="counted: log retires 2026-06-01, not yet retired, operator Future Op",
-        satisfied_by="tls-ocsp",
+        why="counted: TLS extension, log retires 2026-06-01, not yet retired, operator Future Op",
+        satisfied_by="mixed",
     ),
     Case(
-        "pending log", "chrome", D90, ("P1", "G1"), False, "NY", why="not counted: log is pending"
+        "pending log",
+        "chrome",
+        D90,
+        ("P1", "G1"),
+        False,
+        "NY",
+        why="not counted: log is pending since 2025-01-01 (C6)",
     ),
     Case(
         "rejected log",
@@ -246,7 +253,7 @@ CHROME_CASES = [
         ("X1", "G1"),
         False,
         "NY",
-        why="not counted: log is rejected since 2023-06-02",
+        why="not counted: log is rejected since 2023-06-02 (C6)",
     ),
     Case(
         "log without state",
@@ -255,7 +262,7 @@ CHROME_CASES = [
         ("N1", "G1"),
         False,
         "NY",
-        why="not counted: log has no state in the log list",
+        why="not counted: log has no state in the log list (C6)",
     ),
     Case(
         "unknown log",
@@ -276,7 +283,9 @@ CHROME_CASES = [
         "NYY",
         why="not counted: invalid: signature does not verify",
     ),
+    # C6, C6a: qualified, usable and readonly count alike.
     Case("qualified and readonly logs", "chrome", D90, ("D1", "S1"), True, "YY"),
+    # C8: the operator when the SCT was issued.
     Case("operator at SCT time (before change)", "chrome", D90, ("M1", "O1"), True, "YY"),
     Case(
         "operator at SCT time (after change)",
@@ -286,11 +295,40 @@ CHROME_CASES = [
         False,
         "YY",
         "only NewOp found",
-        "counted: usable log, operator NewOp",
+        "counted: embedded, usable log, operator NewOp",
     ),
-    Case("TLS only", "chrome", D200, ("G1/tls", "C1/tls"), True, "YY", satisfied_by="tls-ocsp"),
-    Case("OCSP only", "chrome", D200, ("G1/ocsp", "C1/ocsp"), True, "YY"),
-    Case("TLS and OCSP together", "chrome", D200, ("G1/tls", "C1/ocsp"), True, "YY"),
+    # C2 (policy text), accepted by C3 (code).
+    Case("TLS only", "chrome", D200, ("G1/tls", "C1/tls"), True, "YY", satisfied_by="mixed"),
+    Case(
+        # C4: Chrome 148+ verifies and shows OCSP SCTs but never counts them.
+        "OCSP only",
+        "chrome",
+        D200,
+        ("G1/ocsp", "C1/ocsp"),
+        False,
+        "NN",
+        "SCTs from the stapled OCSP response are ignored since Chrome 148 (C4)",
+        "not counted: Chrome 148+ ignores OCSP-delivered SCTs (C4)",
+    ),
+    Case(
+        "TLS and OCSP together",
+        "chrome",
+        D200,
+        ("G1/tls", "C1/ocsp"),
+        False,
+        "YN",
+        "only Google found (C3)",
+        "Chrome 148+ ignores OCSP-delivered SCTs (C4)",
+    ),
+    Case(
+        "OCSP SCT cannot be the non-embedded SCT",
+        "chrome",
+        D90,
+        ("G1", "C1/ocsp"),
+        False,
+        "YN",
+        "ignored since Chrome 148 (C4)",
+    ),
     Case(
         "TLS one operator",
         "chrome",
@@ -298,7 +336,8 @@ CHROME_CASES = [
         ("G1/tls", "G2/tls"),
         False,
         "YY",
-        "SCTs delivered via TLS extension or OCSP from 2 distinct operators required, only Google",
+        "SCTs from 2 distinct operators required (any delivery once 1 SCT arrives via TLS "
+        "extension), only Google found (C3)",
     ),
     Case(
         "retired TLS SCT never counts",
@@ -307,38 +346,51 @@ CHROME_CASES = [
         ("R1/tls", "G1/tls"),
         False,
         "NY",
-        "2 SCTs delivered via TLS extension or OCSP from qualified, usable or readonly logs "
-        "required, 1 found",
-        "from retired logs never count",
+        "only Google found (C3)",
+        "from retired logs never count (C2, C3)",
     ),
+    Case("pending TLS SCT", "chrome", D90, ("P1/tls", "G1/tls"), False, "NY", "only Google"),
     Case(
-        "pending TLS SCT",
+        # C9
+        "same log twice via TLS counts once",
         "chrome",
         D90,
-        ("P1/tls", "G1/tls"),
+        ("G1/tls", "G1/tls@late", "G2/tls"),
         False,
-        "NY",
-        "1 found",
+        "YNY",
+        "only Google found",
+        "not counted: duplicate log (C9)",
     ),
     Case(
-        "same log via TLS and OCSP counts once",
-        "chrome",
-        D90,
-        ("G1/tls", "G1/ocsp"),
-        False,
-        "YN",
-        "1 found",
-        "not counted: duplicate log",
-    ),
-    Case(
-        # The policy text: each path stands alone (Chromium's code would accept this mix).
+        # C3: Chromium's Option 1 accepts 1 embedded + 1 TLS SCT from distinct operators.
         "one embedded and one TLS SCT",
         "chrome",
         D90,
         ("G1", "C1/tls"),
+        True,
+        "YY",
+        why="counted: embedded, usable log, operator Google, counts for operator diversity (C3)",
+        satisfied_by="mixed",
+    ),
+    Case(
+        "one embedded and one TLS SCT, one operator",
+        "chrome",
+        D90,
+        ("G1", "G2/tls"),
         False,
         "YY",
-        "2 embedded SCTs from distinct logs required for a 90-day certificate, 1 found",
+        "only Google found (C3)",
+    ),
+    Case(
+        # C3: an embedded SCT from a log retired before it still counts for diversity.
+        "embedded SCT from a retired log counts for diversity",
+        "chrome",
+        D90,
+        ("R1@late", "G1/tls"),
+        True,
+        "YY",
+        why="counted: embedded, log retired 2026-02-01, before this SCT, operator Retiring Op",
+        satisfied_by="mixed",
     ),
     Case(
         "TLS SCTs rescue a short embedded set",
@@ -346,11 +398,19 @@ CHROME_CASES = [
         D90,
         ("G1", "C1/tls", "D1/tls"),
         True,
-        "NYY",
-        why="not counted: compliant via SCTs delivered via TLS extension or OCSP without it",
-        satisfied_by="tls-ocsp",
+        "YYY",
+        satisfied_by="mixed",
     ),
-    Case("both paths pass", "chrome", D90, ("G1", "C1", "D1/tls", "S1/ocsp"), True, "YYYY"),
+    Case(
+        "both paths pass",
+        "chrome",
+        D90,
+        ("G1", "C1", "D1/tls", "S1/ocsp"),
+        True,
+        "YYYN",
+        why="Chrome 148+ ignores OCSP-delivered SCTs (C4)",
+        satisfied_by="embedded",
+    ),
     Case("no SCTs", "chrome", D90, (), False, "", "no SCTs"),
 ]
 
@@ -459,7 +519,7 @@ APPLE_CASES = [
         False,
         "NY",
         "no SCT from a currently approved log delivered via TLS extension or OCSP",
-        "this rule needs currently approved logs",
+        "rule (a) needs currently approved logs (A2, A7)",
     ),
     Case(
         # Apple states no issuance rule: only the SCT's own time matters (Chrome: refused).
@@ -585,9 +645,11 @@ def test_problems_are_reasons_only_when_not_compliant() -> None:
 
 
 def test_unknown_policy_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown CT policy 'firefox': use one of chrome, apple"):
+    with pytest.raises(
+        ValueError, match="unknown CT policy 'firefox': use one of chrome, chrome-pre148, apple"
+    ):
         apply_policy([], not_before=NOT_BEFORE, not_after=NOT_BEFORE, policy="firefox", now=NOW)
-    assert POLICIES == ("chrome", "apple")
+    assert POLICIES == ("chrome", "chrome-pre148", "apple")
 
 
 # --- evaluate() with real signatures (tests/support/pki.py).
@@ -691,7 +753,7 @@ def test_tls_extension_scts(world: World, policy: str) -> None:
     verdict = evaluate([leaf], tls_scts=tls, log_list=world.log_list, policy=policy)
     assert verdict.compliant, verdict.reasons
     assert statuses(verdict) == [("tls-extension", "valid")] * 2
-    assert verdict.satisfied_by == ("tls-ocsp" if policy == "chrome" else "a")
+    assert verdict.satisfied_by == ("a" if policy == "apple" else "mixed")
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -702,8 +764,16 @@ def test_ocsp_staple_scts(world: World, policy: str) -> None:
     verdict = evaluate(
         [leaf, world.inter.cert], ocsp_response=staple, log_list=world.log_list, policy=policy
     )
-    assert verdict.compliant, verdict.reasons
+    # C4: Chrome 148+ verifies and shows them, but does not count them; A6: Apple does.
     assert statuses(verdict) == [("ocsp", "valid")] * 2
+    if policy == "chrome":
+        assert not verdict.compliant
+        assert [c.why for c in verdict.scts] == [
+            "not counted: Chrome 148+ ignores OCSP-delivered SCTs (C4)"
+        ] * 2
+    else:
+        assert verdict.compliant, verdict.reasons
+        assert verdict.satisfied_by == ("a" if policy == "apple" else "mixed")
 
 
 def test_mixed_sources(world: World) -> None:
@@ -720,9 +790,18 @@ def test_mixed_sources(world: World) -> None:
         ("tls-extension", "valid"),
         ("ocsp", "valid"),
     ]
-    # Chrome: the TLS and OCSP SCTs form a compliant pair; the lone embedded SCT is extra.
-    assert verdict.compliant and verdict.satisfied_by == "tls-ocsp"
-    assert [c.counted for c in verdict.scts] == [False, True, True]
+    # Chrome 148+ (C3, C4): the TLS SCT plus the embedded one from another operator comply;
+    # the OCSP SCT is verified but not counted.
+    assert verdict.compliant and verdict.satisfied_by == "mixed"
+    assert [c.counted for c in verdict.scts] == [True, True, False]
+    pre148 = evaluate(
+        [leaf, world.inter.cert],
+        tls_scts=tls,
+        ocsp_response=staple,
+        log_list=world.log_list,
+        policy="chrome-pre148",
+    )
+    assert pre148.compliant and [c.counted for c in pre148.scts] == [True, True, True]
     apple = evaluate(
         [leaf, world.inter.cert],
         tls_scts=tls,
@@ -868,7 +947,7 @@ def test_unknown_and_rejected_logs(world: World) -> None:
         ("embedded", "valid"),
     ]
     assert verdict.scts[0].log is None
-    assert verdict.scts[1].why == "not counted: log is rejected since 2020-01-01"
+    assert verdict.scts[1].why == "not counted: log is rejected since 2020-01-01 (C6)"
     assert [c.counted for c in verdict.scts] == [False, False, True]
     assert not verdict.compliant
 
@@ -952,7 +1031,7 @@ def test_shuffled_many_logs(world: World) -> None:
     verdict = evaluate([leaf, world.inter.cert], log_list=world.log_list)
     assert verdict.compliant
     assert sum(c.counted for c in verdict.scts) == 3
-    assert sum(c.why == "not counted: duplicate log" for c in verdict.scts) == 6
+    assert sum(c.why == "not counted: duplicate log (C9)" for c in verdict.scts) == 6
 
 
 # --- Real certificates (tests/vectors).
@@ -975,8 +1054,8 @@ def test_real_letsencrypt_vector_chrome() -> None:
     assert verdict.required == 2
     assert verdict.operators == ("Cloudflare", "Geomys")
     assert [c.why for c in verdict.scts] == [
-        "counted: usable log, operator Cloudflare",
-        "counted: usable log, operator Geomys",
+        "counted: embedded, usable log, operator Cloudflare, log 1 of 2 needed (C1)",
+        "counted: embedded, usable log, operator Geomys, log 2 of 2 needed (C1)",
     ]
     # Without the issuer, nothing verifies.
     assert not evaluate([leaf], log_list=google, now=now).compliant
@@ -1017,4 +1096,5 @@ def test_real_vectors_from_rejected_logs() -> None:
     )
     assert statuses(verdict) == [("tls-extension", "valid")] * 2
     assert not verdict.compliant
-    assert "from qualified, usable or readonly logs required, 0 found" in verdict.reasons[0]
+    assert verdict.reasons[0] == "no SCT delivered via TLS extension from a log not retired (C3)"
+    assert all(c.why.endswith("(C6)") for c in verdict.scts)
