@@ -738,6 +738,26 @@ def test_issuer_not_served(world: World) -> None:
     assert verdict.compliant, verdict.reasons
 
 
+@pytest.mark.parametrize("policy", POLICIES)
+def test_sha1_signed_leaf_verifies_its_embedded_scts(world: World, policy: str) -> None:
+    # cryptography cannot check a SHA-1 signature; the issuer is found by name and key
+    # identifier, and the SCTs (which sign the issuer's key hash) verify.
+    rsa_inter = pki.make_rsa_intermediate(world.root)
+    ts = recent()
+    leaf = pki.make_sha1_leaf(
+        rsa_inter, embedded=[(world.google, ts), (world.cloudflare, ts), (world.digicert, ts)]
+    )
+    verdict = evaluate([leaf, rsa_inter.cert], log_list=world.log_list, policy=policy)
+    assert statuses(verdict) == [("embedded", "valid")] * 3
+    assert verdict.compliant, verdict.reasons
+    # The look-up still refuses a same-name CA with another key.
+    impostor = pki.make_rsa_intermediate(world.root)
+    refused = evaluate([leaf, impostor.cert], log_list=world.log_list, policy=policy)
+    assert {c.reason for c in refused.scts} == {
+        "issuer certificate not available to verify the SCT"
+    }
+
+
 def test_wrong_issuer_with_same_name(world: World) -> None:
     leaf = leaf_with(world, world.google, world.cloudflare)
     impostor = pki.make_intermediate(world.root)  # same subject name, other key
@@ -1075,6 +1095,46 @@ def test_real_letsencrypt_vector_apple_bundled() -> None:
     )
     assert verdict.compliant, verdict.reasons
     assert verdict.satisfied_by == "b"
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_real_vector_under_every_policy(policy: str) -> None:
+    google = LogList.load(VECTORS / "google_all_logs_2026-06-20.json")
+    letsencrypt = evaluate(
+        [
+            load_pem("rpv-letsencrypt.org-2026.leaf.pem"),
+            load_pem("rpv-letsencrypt.org-2026.issuer.pem"),
+        ],
+        log_list=google,
+        policy=policy,
+        now=datetime.datetime(2026, 4, 1, tzinfo=UTC),
+    )
+    # Nimbus2026 (RFC 6962, A5) and Tuscolo2026h1 (static-ct-api, C5): usable, 2 operators,
+    # notAfter inside both logs' temporal intervals (A9).
+    assert letsencrypt.compliant, letsencrypt.reasons
+    assert [c.counted for c in letsencrypt.scts] == [True, True]
+    facebook = evaluate(
+        [
+            load_pem("swiftlibp2p-star.facebook.com-2016.leaf.pem"),
+            load_pem("swiftlibp2p-star.facebook.com-2016.issuer.pem"),
+        ],
+        log_list=google,
+        policy=policy,
+        now=datetime.datetime(2017, 1, 1, tzinfo=UTC),
+    )
+    rule = "A1" if policy == "apple" else "C6"
+    assert statuses(facebook) == [("embedded", "valid")] * 4
+    assert all(c.why.endswith(f"({rule})") for c in facebook.scts)
+    assert not facebook.compliant
+    tls = evaluate(
+        [load_pem("sctrs-star.google.com-2017.leaf.pem")],
+        tls_scts=(VECTORS / "sctrs-star.google.com-2017.sct_list.bin").read_bytes(),
+        log_list=google,
+        policy=policy,
+        now=datetime.datetime(2017, 7, 1, tzinfo=UTC),
+    )
+    assert statuses(tls) == [("tls-extension", "valid")] * 2
+    assert not tls.compliant and not any(c.counted for c in tls.scts)
 
 
 def test_real_vectors_from_rejected_logs() -> None:
