@@ -411,9 +411,7 @@ def _parse_log(entry: object, operator: str, tiled: bool, where: str) -> Log:
     )
 
 
-def _parse_state(
-    value: object, where: str
-) -> tuple[LogState | None, datetime | None, str | None]:
+def _parse_state(value: object, where: str) -> tuple[LogState | None, datetime | None, str | None]:
     """(state, since, unknown state name). A state the parser does not know is kept by name
     and the log stays in the list uncounted: shipped clients skip or ignore such a log rather
     than refuse the whole list (U3). Keys beside one known state are ignored (U1)."""

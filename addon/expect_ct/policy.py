@@ -227,9 +227,7 @@ def check_sct(
     if log is None:
         return SCTCheck(sct, UNKNOWN, "log not in the log list", None)
     if sct.timestamp > datetime_to_ms(now):
-        return SCTCheck(
-            sct, INVALID, f"timestamp {format_ms(sct.timestamp)} is in the future", log
-        )
+        return SCTCheck(sct, INVALID, f"timestamp {format_ms(sct.timestamp)} is in the future", log)
     if sct.source is Source.EMBEDDED and issuer is None:
         # RFC 6962 section 3.2: a precert_entry signs the issuer's key hash, so the issuer
         # certificate is needed to verify it.
@@ -261,9 +259,7 @@ def apply_policy(
     lifetime = _aware(not_after) - _aware(not_before)
     problems = tuple(problems)
     not_after = _aware(not_after)
-    standings = [
-        standing(check, policy=policy, now=now, not_after=not_after) for check in checks
-    ]
+    standings = [standing(check, policy=policy, now=now, not_after=not_after) for check in checks]
     paths: list[Path]
     if policy == APPLE:
         apple_days = policy_apple.lifetime_days(lifetime)

@@ -269,9 +269,7 @@ def test_unknown_states_load_with_one_warning(logs: dict[str, pki.TestLog], sche
     # U3: shipped clients keep a list when one log entry is odd; U2: that log counts for
     # nothing; U4: warn once per list, keep the other logs.
     document = pki.log_list_json([pki.LogEntry(logs[name]) for name in "abc"], schema=schema)
-    by_id = {
-        entry["log_id"]: entry for op in document["operators"] for entry in op["logs"]
-    }
+    by_id = {entry["log_id"]: entry for op in document["operators"] for entry in op["logs"]}
     by_id[base64.b64encode(logs["b"].log_id).decode()]["state"] = {
         "expired": {"timestamp": "2026-01-01T00:00:00Z"}
     }

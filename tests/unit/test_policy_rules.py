@@ -119,7 +119,9 @@ def counted(verdict: Verdict) -> str:
 def test_c1_embedded_needs_two_operators(policy: str) -> None:
     ok = judge([check(G1), check(C1)], policy)
     assert ok.compliant and ok.satisfied_by == "embedded"
-    assert ok.scts[0].why == "counted: embedded, usable log, operator Google, log 1 of 2 needed (C1)"
+    assert (
+        ok.scts[0].why == "counted: embedded, usable log, operator Google, log 1 of 2 needed (C1)"
+    )
     bad = judge([check(G1), check(G2)], policy)
     assert not bad.compliant
     assert "embedded SCTs from 2 distinct operators required, only Google found (C1)" in bad.reasons
