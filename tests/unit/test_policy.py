@@ -972,6 +972,32 @@ def test_unknown_and_rejected_logs(world: World) -> None:
     assert not verdict.compliant
 
 
+@pytest.mark.parametrize("policy", POLICIES)
+def test_unknown_state_log_in_a_loaded_list(world: World, policy: str) -> None:
+    # U1-U4: the list loads with one warning; the odd log's SCT verifies but never counts,
+    # and the other logs still make the certificate compliant.
+    odd = pki.make_log("Odd state log", "Odd Op")
+    document = pki.log_list_json(
+        [pki.LogEntry(world.google), pki.LogEntry(world.cloudflare), pki.LogEntry(odd)]
+    )
+    for operator in document["operators"]:
+        for entry in operator["logs"]:
+            if entry["description"] == "Odd state log":
+                entry["state"] = {"expired": {"timestamp": "2026-01-01T00:00:00Z"}}
+    listing = LogList.from_json(document, source="odd")
+    assert len(listing.warnings) == 1 and "Odd state log" in listing.warnings[0]
+    leaf = leaf_with(world, odd, world.google, world.cloudflare)
+    verdict = evaluate([leaf, world.inter.cert], log_list=listing, policy=policy)
+    assert statuses(verdict) == [("embedded", "valid")] * 3
+    assert verdict.compliant, verdict.reasons
+    assert [c.counted for c in verdict.scts] == [False, True, True]
+    assert verdict.scts[0].why.endswith("(U2)")
+    alone = evaluate(
+        [leaf_with(world, odd, world.google), world.inter.cert], log_list=listing, policy=policy
+    )
+    assert not alone.compliant
+
+
 def test_sct_version_other_than_v1_is_invalid(world: World) -> None:
     leaf = leaf_with(world)
     entry = pki.x509_signed_entry(leaf)
