@@ -95,9 +95,12 @@ class Path:
 
 def standing(check: SCTCheck, *, policy: str, now: datetime, not_after: datetime) -> Standing:
     """Exclusions that hold for every path of ``policy``, each naming its rule."""
+    rule = _STATE_RULE[policy]
     if check.status != VALID or check.log is None:
         reason = check.reason or f"SCT is {check.status}"
-        return Standing(False, None, f"not counted: {check.status}: {reason}")
+        # An unlisted log is in none of the states that count; a failed check is RFC 6962's.
+        decided_by = rule if check.status == UNKNOWN else "RFC 6962"
+        return Standing(False, None, f"not counted: {check.status}: {reason} ({decided_by})")
     log = check.log
     if log.mimic:
         return Standing(
@@ -113,7 +116,6 @@ def standing(check: SCTCheck, *, policy: str, now: datetime, not_after: datetime
             f"not counted: log state {log.unknown_state!r} is unknown to this parser, and "
             f"no policy counts a log in an unnamed state (U2)",
         )
-    rule = _STATE_RULE[policy]
     if log.state is None:
         return Standing(False, None, f"not counted: log has no state in the log list ({rule})")
     if policy == CHROME and check.source is Source.OCSP:

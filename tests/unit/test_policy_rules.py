@@ -433,3 +433,16 @@ def test_u2_unknown_state_log_never_counts_others_work(policy: str) -> None:
         "log in an unnamed state (U2)"
     )
     assert not judge([check(odd), check(G1)], policy).compliant
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_unlisted_and_invalid_scts_name_their_rule(policy: str) -> None:
+    unlisted = SCTCheck(check(G2).sct, "unknown", "log not in the log list", None)
+    invalid = SCTCheck(check(D1).sct, "invalid", "signature does not verify with the log key", D1)
+    verdict = judge([unlisted, invalid, check(G1), check(C1)], policy)
+    assert verdict.compliant and counted(verdict) == "NNYY"
+    rule = "A1" if policy == "apple" else "C6"
+    assert verdict.scts[0].why == f"not counted: unknown: log not in the log list ({rule})"
+    assert verdict.scts[1].why == (
+        "not counted: invalid: signature does not verify with the log key (RFC 6962)"
+    )
