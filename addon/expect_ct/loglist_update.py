@@ -201,7 +201,7 @@ class ListMetadata:
 class CurrentList:
     """A parsed list together with its metadata: what the addon judges connections by."""
 
-    log_list: LogList
+    log_list: LogList = dataclasses.field(repr=False)  # hundreds of logs: not in reprs
     metadata: ListMetadata
 
 
