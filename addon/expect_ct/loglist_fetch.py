@@ -72,14 +72,17 @@ def tls_context(options: FetchOptions) -> ssl.SSLContext:
     return context
 
 
-def _local_ips() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+def _is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``ip`` belongs to this machine: only a local address can be bound."""
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     try:
-        for info in socket.getaddrinfo(socket.gethostname(), None):
-            found.add(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
-    except (OSError, ValueError):
-        pass
-    return found
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((str(ip), 0))
+    except OSError:
+        return False
+    return True
 
 
 def _resolve(host: str, port: int) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -99,8 +102,7 @@ def points_at_self(host: str, port: int, own_addresses: Iterable[tuple[str, int]
         if targets is None:
             targets = _resolve(host, port)
         if listen_host in ("", "0.0.0.0", "::", "*"):
-            local = _local_ips()
-            if any(ip.is_loopback or ip.is_unspecified or ip in local for ip in targets):
+            if any(_is_local(ip) for ip in targets):
                 return True
         elif targets & _resolve(listen_host, listen_port):
             return True

@@ -478,15 +478,16 @@ class Attempt:
             "source": self.source,
             "outcome": self.outcome,
             "version": meta.version if meta else None,
-            "list_timestamp": _iso(meta.list_timestamp) if meta else None,
-            "confirmed": _iso(meta.confirmed) if meta else None,
+            "list_timestamp": iso(meta.list_timestamp) if meta else None,
+            "confirmed": iso(meta.confirmed) if meta else None,
             "age_days": meta.age_days(when) if meta else None,
             "logs": meta.logs if meta else None,
             "error": self.error,
         }
 
 
-def _iso(moment: datetime.datetime | None) -> str | None:
+def iso(moment: datetime.datetime | None) -> str | None:
+    """RFC 3339 UTC with whole seconds, as every event's time fields use; None stays None."""
     return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -132,7 +132,10 @@ class LogListUpdater:
             if self._stopping:
                 return
             self.next_refresh = None
-            result = self.attempt()
+            result = self._attempt()
+            if self._stopping:
+                return  # stopped during the fetch: the addon no longer wants callbacks
+            self._report(result, self._clock())
             delay = retry_delay(self.failures, self.first_retry, self.interval)
             if result.outcome != update.FAILED:
                 delay = self.interval
@@ -144,6 +147,11 @@ class LogListUpdater:
 
     def attempt(self) -> Attempt:
         """One refresh, now, on the calling thread; reports and calls back like the thread."""
+        result = self._attempt()
+        self._report(result, self._clock())
+        return result
+
+    def _attempt(self) -> Attempt:
         with self._lock:
             now = self._clock()
             result = update.attempt(self.source, self.out, self.current, self.fetch, now=now)
@@ -152,7 +160,6 @@ class LogListUpdater:
                 self.current = result.current
             self._log(result, now)
             self.last = result
-        self._report(result, now)
         return result
 
     def status(self, now: datetime.datetime | None = None) -> dict[str, Any]:
@@ -164,14 +171,14 @@ class LogListUpdater:
             "list_source": meta.source,
             "version": meta.version,
             "logs": meta.logs,
-            "confirmed": update._iso(meta.confirmed),
+            "confirmed": update.iso(meta.confirmed),
             "confirmed_by": meta.confirmed_by,
             "age_days": meta.age_days(now),
             "stale": meta.stale(now, self.max_age_days),
             "last_outcome": self.last.outcome if self.last else None,
             "last_error": self.last.error if self.last else None,
             "failures": self.failures,
-            "next_refresh": update._iso(self.next_refresh) if self.running else None,
+            "next_refresh": update.iso(self.next_refresh) if self.running else None,
         }
 
     def _log(self, result: Attempt, now: datetime.datetime) -> None:
@@ -206,7 +213,7 @@ class LogListUpdater:
         self._refused_message = None
         text = (
             f"{meta.logs} CT logs, version {meta.version or 'none'}, confirmed "
-            f"{update._iso(meta.confirmed)} by {meta.confirmed_by} ({meta.age_days(now)} days old)"
+            f"{update.iso(meta.confirmed)} by {meta.confirmed_by} ({meta.age_days(now)} days old)"
         )
         if result.outcome == update.UPDATED:
             logger.info(f"Expect-CT: installed a new {where}: {text}")
