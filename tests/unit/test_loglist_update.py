@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import queue
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from expect_ct.loglist import InvalidLogList
 from expect_ct.loglist import LogList
 from expect_ct.loglist_fetch import FetchOptions
 from expect_ct.loglist_fetch import SourceError
+from expect_ct.loglist_fetch import points_at_self
 from expect_ct.loglist_updater import LogListUpdater
 from expect_ct.loglist_updater import retry_delay
 from support import pki
@@ -617,3 +619,27 @@ def test_updater_callback_errors_do_not_stop_it(
     assert updater.attempt().outcome == update.UPDATED
     assert updater.attempt().outcome == update.UNCHANGED
     assert updater.current.metadata.version == "600/1"
+
+
+def _lan_address() -> str | None:
+    """This machine's own non-loopback IPv4 address (a UDP connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            address = str(probe.getsockname()[0])
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
+
+
+def test_points_at_self_matches_wildcard_listeners_on_any_local_address() -> None:
+    assert points_at_self("127.0.0.1", 8080, [("", 8080)])
+    assert points_at_self("::1", 8080, [("::", 8080)])
+    assert points_at_self("localhost", 8080, [("127.0.0.1", 8080)])
+    assert not points_at_self("127.0.0.1", 8081, [("", 8080)])
+    assert not points_at_self("203.0.113.77", 8080, [("", 8080)])  # TEST-NET-3: not this host
+    lan = _lan_address()
+    if lan is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    assert points_at_self(lan, 8080, [("0.0.0.0", 8080)])
+    assert not points_at_self(lan, 8080, [("127.0.0.1", 8080)])
