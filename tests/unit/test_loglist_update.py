@@ -643,3 +643,20 @@ def test_points_at_self_matches_wildcard_listeners_on_any_local_address() -> Non
         pytest.skip("no non-loopback IPv4 address on this machine")
     assert points_at_self(lan, 8080, [("0.0.0.0", 8080)])
     assert not points_at_self(lan, 8080, [("127.0.0.1", 8080)])
+
+
+def test_updater_stops_while_waiting_without_an_attempt(tmp_path: Path) -> None:
+    attempts: list[dict[str, Any]] = []
+    missing = tmp_path / "missing.json"
+    updater = LogListUpdater(
+        update.Source(str(missing), path=str(missing)),
+        out=str(tmp_path / "out.json"),
+        current=update.bundled(),
+        on_attempt=attempts.append,
+        interval=3600,
+    )
+    updater.start(first_delay=3600)
+    assert updater.running and updater.status()["next_refresh"] is not None
+    updater.stop()
+    assert not updater.running and attempts == [] and updater.attempts == 0
+    assert updater.status()["next_refresh"] is None
