@@ -16,18 +16,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.client
 import importlib.util
 import json
 import os
 import re
-import ssl
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -36,7 +30,6 @@ from dataclasses import field
 from typing import Any
 from typing import BinaryIO
 
-import certifi
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import ocsp
@@ -44,6 +37,8 @@ from cryptography.x509 import ocsp
 from expect_ct import chain as chainmod
 from expect_ct import header as headermod
 from expect_ct import loglist as loglistmod
+from expect_ct import loglist_fetch as fetchmod
+from expect_ct import loglist_update as updatemod
 from expect_ct import policy as policymod
 from expect_ct import records
 from expect_ct import sct as sctmod
@@ -57,19 +52,10 @@ EXIT_OK = 0
 EXIT_NOT_COMPLIANT = 1
 EXIT_USAGE = 2
 
-APPLE_LOG_LIST_URL = "https://valid.apple.com/ct/log_list/current_log_list.json"
-# Apple's current list is about 100 kB and Google's all_logs_list about 200 kB.
-MAX_LOG_LIST_BYTES = 16 * 1024 * 1024
-DEFAULT_TIMEOUT = 30.0
+APPLE_LOG_LIST_URL = updatemod.APPLE_LOG_LIST_URL
+DEFAULT_TIMEOUT = fetchmod.DEFAULT_TIMEOUT
 # Chrome and Firefox stop enforcing CT with a log list older than 70 days (ct_policy.md).
 STALE_AFTER = datetime.timedelta(days=70)
-CHROME_LIST_HOST = "gstatic.com"
-CHROME_LIST_PATH = "/ct/log_list"
-CHROME_POLICY_NOTE = (
-    "Chrome's log lists may not be used to facilitate CT enforcement in TLS clients other than "
-    "Chrome without explicit written permission from Chrome's CT team (acceptable-use policy "
-    "of 2025-06-25, GoogleChrome/CertificateTransparency log_lists.md)"
-)
 
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.DOTALL
@@ -818,102 +804,26 @@ def _inspect_text(record: dict[str, Any], result: Evaluation, analysis: Analysis
 # --------------------------------------------------------------------- update-log-list
 
 
-def is_chrome_log_list(url: str) -> bool:
-    parts = urllib.parse.urlsplit(url)
-    host = (parts.hostname or "").lower()
-    return (
-        host == CHROME_LIST_HOST or host.endswith("." + CHROME_LIST_HOST)
-    ) and parts.path.startswith(CHROME_LIST_PATH)
-
-
 def _progress(received: int, total: int | None) -> None:
     if sys.stderr.isatty():
         of = f" of {total}" if total else ""
         print(f"\rdownloading: {received}{of} bytes", end="", file=sys.stderr, flush=True)
 
 
-def fetch_url(
-    url: str,
-    *,
-    cafile: str | None,
-    timeout: float,
-    limit: int = MAX_LOG_LIST_BYTES,
-    progress: Callable[[int, int | None], None] = _progress,
-) -> bytes:
-    """GET ``url`` over verified HTTPS, directly (proxy environment variables are ignored:
-    this usually runs next to the very proxy that needs the list)."""
-    try:
-        context = ssl.create_default_context(cafile=cafile or certifi.where())
-    except (OSError, ssl.SSLError) as e:
-        raise UsageError(f"--cafile {cafile}: cannot load CA certificates: {e}") from e
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
-    )
-    request = urllib.request.Request(url, headers={"User-Agent": "mitmproxy-expect-ct"})
-    chunks: list[bytes] = []
-    received = 0
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            if total is not None and total > limit:
-                raise FetchError(f"{url}: {total} bytes is more than the {limit}-byte limit")
-            while chunk := response.read(64 * 1024):
-                received += len(chunk)
-                if received > limit:
-                    raise FetchError(f"{url}: more than the {limit}-byte limit")
-                chunks.append(chunk)
-                progress(received, total)
-            if total is not None and received != total:
-                raise FetchError(f"{url}: truncated: got {received} of {total} bytes")
-    except urllib.error.HTTPError as e:
-        raise FetchError(f"{url}: HTTP {e.code} {e.reason}") from e
-    except urllib.error.URLError as e:
-        raise FetchError(f"{url}: cannot fetch: {e.reason}") from e
-    except http.client.IncompleteRead as e:
-        raise FetchError(
-            f"{url}: truncated: the connection closed after {received + len(e.partial)} bytes"
-        ) from e
-    except (OSError, http.client.HTTPException) as e:
-        raise FetchError(f"{url}: cannot fetch: {e or type(e).__name__}") from e
-    finally:
-        if sys.stderr.isatty() and received:
-            print(file=sys.stderr)
-    return b"".join(chunks)
-
-
-def install_atomically(data: bytes, out: str) -> None:
-    """Write ``out`` so a reader sees the old file or the new one, never a mix."""
-    directory = os.path.dirname(os.path.abspath(out))
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".expect-ct-log-list.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, out)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-
-
-def describe_age(log_list: loglistmod.LogList, now: datetime.datetime) -> str:
-    age = log_list.age(now)
-    if age is None or log_list.timestamp is None:
-        return (
-            "the list carries no timestamp (Apple's lists do not): dated as fetched now; "
-            "the addon dates it by the file's modification time"
+def describe_age(meta: updatemod.ListMetadata, now: datetime.datetime) -> str:
+    """How old the list is and why, by the same rules as the addon (loglist_update)."""
+    days = meta.age_days(now)
+    if meta.confirmed is None or days is None:
+        return "undated"
+    when = records.rfc3339(meta.confirmed)
+    if meta.confirmed_by == updatemod.BY_LIST_TIMESTAMP:
+        text = f"dated {when} ({days:.1f} days old)"
+    else:
+        text = (
+            f"the list carries no timestamp of its own (Apple's lists do not): dated by its "
+            f"{meta.confirmed_by}, {when} ({days:.1f} days old)"
         )
-    days = age / datetime.timedelta(days=1)
-    text = f"dated {records.rfc3339(log_list.timestamp)} ({days:.1f} days old)"
-    if age > STALE_AFTER:
+    if meta.stale(now, STALE_AFTER.days):
         text += (
             f"; WARNING: older than {STALE_AFTER.days} days, the addon's default "
             "expect_ct_log_list_max_age: blocking would be suspended"
@@ -922,51 +832,66 @@ def describe_age(log_list: loglistmod.LogList, now: datetime.datetime) -> str:
 
 
 def cmd_update_log_list(args: argparse.Namespace) -> int:
-    source = args.source
+    """One refresh attempt through the addon's own code (loglist_update.attempt)."""
     out = os.path.expanduser(
         args.out or os.path.join(os.path.expanduser(args.confdir), LOG_LIST_FILENAME)
     )
-    if source == "apple":
-        source = APPLE_LOG_LIST_URL
-    scheme = urllib.parse.urlsplit(source).scheme.lower()
+    try:
+        source = updatemod.parse_source(args.source, allow_chrome=args.i_have_permission)
+    except updatemod.SourceError as e:
+        hint = ""
+        if updatemod.CHROME_LIST_HOST in args.source:
+            hint = ". Use the default (Apple's list), or pass --i-have-permission if you have that permission."
+        raise UsageError(f"--source {args.source}: {e}{hint}") from e
+    if source is None:
+        raise UsageError("--source off: nothing to update")
+    if source.path is not None:
+        try:
+            fetchmod.read_file(source.path)
+        except fetchmod.FetchError as e:
+            raise UsageError(f"--source {e}") from e
+    if args.cafile:
+        try:
+            fetchmod.tls_context(fetchmod.FetchOptions(cafile=os.path.expanduser(args.cafile)))
+        except fetchmod.SourceError as e:
+            raise UsageError(f"--cafile {e}") from e
+    try:
+        baseline = updatemod.load_installed(out)
+    except (loglistmod.InvalidLogList, fetchmod.FetchError):
+        baseline = None  # an unusable installed file is replaced, never compared with
+    received: list[int] = [0]
+
+    def progress(count: int, total: int | None) -> None:
+        received[0] = count
+        _progress(count, total)
+
+    options = fetchmod.FetchOptions(
+        cafile=os.path.expanduser(args.cafile) if args.cafile else None,
+        timeout=args.timeout,
+        # This usually runs next to the very proxy that needs the list: no proxy variables.
+        use_env_proxy=False,
+        progress=progress,
+    )
     started = time.monotonic()
-    if scheme == "https":
-        if is_chrome_log_list(source) and not args.i_have_permission:
-            raise UsageError(
-                f"refusing {source} as a CT enforcement list: {CHROME_POLICY_NOTE}. Use the "
-                "default (Apple's list), or pass --i-have-permission if you have that permission."
-            )
-        data = fetch_url(source, cafile=args.cafile, timeout=args.timeout)
+    result = updatemod.attempt(source, out, baseline, options)
+    if sys.stderr.isatty() and received[0]:
+        print(file=sys.stderr)
+    if source.url is not None and result.outcome != updatemod.FAILED:
         print(
-            f"fetched {len(data)} bytes from {source} in {time.monotonic() - started:.1f} s",
+            f"fetched {received[0]} bytes from {source.url} in {time.monotonic() - started:.1f} s",
             file=sys.stderr,
         )
-    elif scheme in ("http", "ftp", "file", "data"):
-        raise UsageError(
-            f"--source {source}: only https URLs, 'apple' or a local file path are accepted "
-            "(a log list decides what is blocked; fetch it over verified HTTPS)"
-        )
+    if result.outcome in (updatemod.FAILED, updatemod.REFUSED):
+        raise FetchError(f"{result.outcome}, {out} is unchanged: {result.error}")
+    assert result.current is not None
+    meta = result.current.metadata
+    age = describe_age(meta, datetime.datetime.now(datetime.UTC))
+    if result.outcome == updatemod.UNCHANGED:
+        print(f"unchanged: {out} already holds this list from {source.name}, confirmed now; {age}")
     else:
-        data = read_file("--source ", source)
-        print(f"read {len(data)} bytes from {source}", file=sys.stderr)
-    try:
-        log_list = loglistmod.LogList.from_json(data, source=source)
-    except ValueError as e:
-        raise FetchError(f"not installed, {out} is unchanged: {e}") from e
-    if not len(log_list):
-        raise FetchError(
-            f"not installed, {out} is unchanged: {source} lists no CT logs (every SCT would be "
-            "unknown)"
+        print(
+            f"installed {out}: {meta.logs} CT logs ({meta.schema} schema) from {source.name}; {age}"
         )
-    try:
-        install_atomically(data, out)
-    except OSError as e:
-        raise FetchError(f"cannot install {out}: {e.strerror or e}") from e
-    now = datetime.datetime.now(datetime.UTC)
-    print(
-        f"installed {out}: {len(log_list)} CT logs ({log_list.schema} schema) from {source}; "
-        f"{describe_age(log_list, now)}"
-    )
     return EXIT_OK
 
 

@@ -638,7 +638,11 @@ def test_update_log_list_installs_a_valid_list(list_server: ListServer, tmp_path
     assert f"installed {out}: 2 CT logs (google-v3 schema)" in done.stdout
     assert "(2.0 days old)" in done.stdout
     assert "fetched" in done.stderr and "bytes from" in done.stderr
-    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no temp file left
+    # The list and its metadata sidecar; no temp file left.
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        out.name,
+        "expect-ct-log-list.meta.json",
+    ]
     # check then uses it by default from that confdir.
     leaf = pki.make_leaf(pki.make_root())[0]
     (tmp_path / "leaf.pem").write_bytes(pki.pem(leaf))
@@ -653,7 +657,7 @@ def test_update_log_list_apple_schema_has_no_timestamp(
     done = update(list_server, "/apple.json", out)
     assert done.returncode == 0, done.stderr
     assert "1 CT logs (apple-v5 schema)" in done.stdout
-    assert "no timestamp" in done.stdout and "modification time" in done.stdout
+    assert "no timestamp" in done.stdout and "last successful fetch" in done.stdout
 
 
 @pytest.mark.parametrize(
