@@ -22,7 +22,9 @@ from typing import Any
 from expect_ct.store import KnownHost
 
 VIEW_NAME = "Certificate Transparency"
-NO_DATA = "No Certificate Transparency data: the addon did not evaluate this flow's upstream connection."
+NO_DATA = (
+    "No Certificate Transparency data: the addon did not evaluate this flow's upstream connection."
+)
 
 # Styles mitmproxy's console palettes define (mitmweb uses them as CSS class names).
 HEADING = "header"

@@ -187,7 +187,7 @@ def test_request_and_response_headers_with_direction_and_action() -> None:
             },
             {
                 "direction": "response",
-                "values": ["max-age=86400, enforce, report-uri=\"https://r.test/\""],
+                "values": ['max-age=86400, enforce, report-uri="https://r.test/"'],
                 "valid": True,
                 "max_age": 86400,
                 "enforce": True,
