@@ -33,8 +33,13 @@ STRONG = "highlight"
 ERROR = "error"
 
 Line = list[tuple[str, str]]
+# mitmweb 11 draws a line without text with no height at all: a blank keeps the gap.
+BLANK: Line = [(TEXT, " ")]
 
-SCT_COLUMNS = ("#", "Source", "Log", "Operator", "Timestamp (UTC)", "Status", "Counted", "Why")
+# One table row per SCT, and under it why the SCT counted or not: a long sentence that, as a
+# last column, would push the table past the width of mitmweb's detail pane.
+SCT_COLUMNS = ("#", "Source", "Log", "Operator", "Timestamp (UTC)", "Status", "Counted")
+WHY_HEADING = "Why"
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ def description(meta: object) -> str:
 
 def to_text(lines: Sequence[Line]) -> str:
     """The lines as one string (mitmproxy 12's prettify, tests)."""
-    return "\n".join("".join(text for _style, text in line) for line in lines)
+    return "\n".join("".join(text for _style, text in line).rstrip() for line in lines)
 
 
 # ------------------------------------------------------------------------------ sections
@@ -144,7 +149,7 @@ def _chain_text(kind: object) -> str:
 
 def _sct_section(conn: Mapping[str, Any]) -> list[Line]:
     scts = [_mapping(s) for s in _sequence(conn.get("scts"))]
-    lines: list[Line] = [[], [(HEADING, f"SCTs ({len(scts)})")]]
+    lines: list[Line] = [BLANK, [(HEADING, f"SCTs ({len(scts)})")]]
     if not scts:
         lines.append([(TEXT, "  none: no SCT was delivered by any path")])
         return lines
@@ -157,15 +162,17 @@ def _sct_section(conn: Mapping[str, Any]) -> list[Line]:
             _timestamp(sct.get("timestamp")),
             _shown(sct.get("status", "?")),
             "yes" if sct.get("counted") else "no",
-            _why(sct),
         )
         for index, sct in enumerate(scts, 1)
     ]
     widths = [max(len(row[i]) for row in (SCT_COLUMNS, *rows)) for i in range(len(SCT_COLUMNS))]
+    under = " " * (2 + widths[0] + 2)  # the why lines start under the Source column
     lines.append([(HEADING, "  " + _row(SCT_COLUMNS, widths))])
+    lines.append([(HEADING, under + WHY_HEADING)])
     for row, sct in zip(rows, scts, strict=True):
         style = TEXT if sct.get("status") == "valid" else ERROR
         lines.append([(style, "  " + _row(row, widths))])
+        lines.append([(TEXT, under + _why(sct))])
     return lines
 
 
@@ -196,7 +203,7 @@ def _certificate_section(conn: Mapping[str, Any]) -> list[Line]:
             TEXT,
         ),
     ]
-    return [[], [(HEADING, "Certificate")], *_pairs(pairs)]
+    return [BLANK, [(HEADING, "Certificate")], *_pairs(pairs)]
 
 
 def _header_events(meta: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -213,7 +220,7 @@ def _header_section(meta: Mapping[str, Any]) -> list[Line]:
     events = _header_events(meta)
     if not events:
         return []
-    lines: list[Line] = [[], [(HEADING, "Expect-CT headers")]]
+    lines: list[Line] = [BLANK, [(HEADING, "Expect-CT headers")]]
     for event in events:
         direction = _shown(event.get("direction") or "response")
         values = ", ".join(_shown(v) for v in _sequence(event.get("values")))
@@ -233,7 +240,7 @@ def _header_section(meta: Mapping[str, Any]) -> list[Line]:
 
 
 def _stored_section(stored: StoredPolicy) -> list[Line]:
-    lines: list[Line] = [[], [(HEADING, f"Stored policy for {_shown(stored.host)}")]]
+    lines: list[Line] = [BLANK, [(HEADING, f"Stored policy for {_shown(stored.host)}")]]
     if stored.error is not None:
         return [*lines, [(ERROR, f"  the store could not be read: {_shown(stored.error)}")]]
     entry = stored.entry

@@ -14,6 +14,7 @@ needs it, as ``Authorization: Bearer``); mitmproxy 11 has no authentication. The
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -22,12 +23,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from support import pki
+from support.origins import http_response
+from support.origins import openssl_origin
 from support.proxy import BIN
 from support.proxy import STARTUP_DEADLINE
 from support.proxy import Mitmdump
+from support.world import World
 
 MITMWEB = str(BIN / "mitmweb")
 # Any client-made value works, as long as cookie and header agree. The cookie's name is
@@ -157,3 +164,23 @@ class Mitmweb(Mitmdump):
         if "error" in answer:
             raise CommandFailed(f"{name}: {answer['error']}")
         return answer.get("value")
+
+
+@contextlib.contextmanager
+def all_three_origin(world: World, tmp_path: Path, tls: str = "1.3") -> Iterator[int]:
+    """An origin serving a leaf with 2 embedded SCTs, a TLS-extension SCT and an OCSP SCT,
+    and ``Expect-CT: max-age=3600, enforce``; yields its port."""
+    ts = pki.now_ms() - 60_000
+    a, b, inter = world.log_a, world.log_b, world.public_inter
+    leaf, key = pki.make_leaf(inter, embedded=[(a, ts), (b, ts + 1)])
+    with openssl_origin(
+        tmp_path,
+        cert_pem=pki.pem(leaf),
+        key_pem=pki.key_pem(key),
+        chain_pem=pki.pem(inter.cert),
+        tls=tls,
+        serverinfo=pki.serverinfo_pem(pki.tls_sct_list(leaf, [(b, ts + 2)])),
+        ocsp_der=pki.ocsp_response(leaf, inter, sct_list=pki.tls_sct_list(leaf, [(a, ts + 3)])),
+        responses={"index.html": http_response(headers=[("Expect-CT", "max-age=3600, enforce")])},
+    ) as port:
+        yield port

@@ -70,15 +70,20 @@ def text(meta: object, **kwargs: Any) -> str:
 
 
 def table_rows(rendered: str) -> list[list[str]]:
-    """The SCT table's data rows, split on runs of two or more blanks."""
+    """The SCT table's rows: the cells (split on runs of two or more blanks), then the why
+    line printed under each row."""
     lines = rendered.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip().startswith("#  Source"))
+    assert lines[start + 1].strip() == "Why"
     rows = []
-    for line in lines[start + 1 :]:
-        if not line.strip():
+    body = lines[start + 2 :]
+    for index in range(0, len(body) - 1, 2):
+        if not body[index].strip():
             break
-        rows.append([cell for cell in line.strip().split("  ") if cell.strip()])
-    return [[cell.strip() for cell in row] for row in rows]
+        cells = [cell.strip() for cell in body[index].strip().split("  ") if cell.strip()]
+        assert body[index + 1].startswith("     ")  # under the Source column
+        rows.append([*cells, body[index + 1].strip()])
+    return rows
 
 
 def test_all_three_sources_one_row_per_sct(world: World, log_list: LogList) -> None:
