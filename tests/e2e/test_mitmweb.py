@@ -81,6 +81,22 @@ def test_contentview_is_listed_for_the_ui(run: Run) -> None:
     assert VIEW_NAME.lower() in [name.lower() for name in state["contentViews"]]
 
 
+@pytest.mark.parametrize(
+    ("flow_filter", "matches"),
+    [
+        ("~meta \"'compliant': True\"", True),
+        ("~meta \"'compliant': False\"", False),
+        ("~meta \"'action': 'noted'\"", True),
+        ('~comment "CT: compliant"', True),
+        ("~marked", False),
+        ("~marker :no_entry:", False),
+    ],
+)
+def test_readme_filters_select_flows_in_mitmweb(run: Run, flow_filter: str, matches: bool) -> None:
+    saved = run.web.dump(flow_filter)
+    assert bool(saved) is matches, (flow_filter, saved[:80])
+
+
 def test_commands_run_through_the_rest_route(run: Run) -> None:
     assert run.web.run_command("view.properties.length") == 1
     with pytest.raises(CommandFailed, match="view.flows.resolve"):

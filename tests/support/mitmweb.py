@@ -5,7 +5,7 @@
 start-up line, which on mitmproxy 12 carries the auth token (``?token=...``; every request
 needs it, as ``Authorization: Bearer``); mitmproxy 11 has no authentication. The API:
 
-* ``flows()``: ``GET /flows``;
+* ``flows()``: ``GET /flows``; ``dump(filter)``: ``GET /flows/dump?filter=...``;
 * ``content_view(flow_id, view)``: ``GET /flows/<id>/response/content/<view>.json``, as text
   (11 answers ``{"lines": [[[style, text], ...], ...]}``, 12 ``{"text": ...}``);
 * ``run_command(name, *arguments)``: ``POST /commands/<name>`` (names match ``[a-z.]+``), with
@@ -117,7 +117,7 @@ class Mitmweb(Mitmdump):
         query = f"?token={self.token}" if self.token else ""
         return f"{self.base}/{query}" + (f"#{fragment}" if fragment else "")
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -135,10 +135,18 @@ class Mitmweb(Mitmdump):
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")[:500]
             raise AssertionError(f"{method} {path}: HTTP {e.code}: {detail}") from None
+        if raw:
+            return payload
         return json.loads(payload) if payload else None
 
     def flows(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/flows"))
+
+    def dump(self, flow_filter: str) -> bytes:
+        """``GET /flows/dump?filter=...``: the matching flows as a .mitm file (filtered by
+        mitmproxy itself, on 11 and 12 alike)."""
+        query = urllib.parse.urlencode({"filter": flow_filter})
+        return bytes(self.request("GET", f"/flows/dump?{query}", raw=True))
 
     def wait_for_flows(self, count: int, deadline: float = 10.0) -> list[dict[str, Any]]:
         end = time.monotonic() + deadline
