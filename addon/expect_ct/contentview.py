@@ -18,7 +18,6 @@ gets this view by default: there is nothing else to show. Flows without CT data:
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
@@ -28,8 +27,6 @@ from mitmproxy import ctx
 
 from expect_ct import ctview
 from expect_ct import store as storemod
-
-logger = logging.getLogger("expect_ct")
 
 META_KEY = "expect_ct"
 # mitmproxy 12 names that mitmproxy 11 (what mypy checks against) does not have.
