@@ -287,8 +287,10 @@ class PostgresStore:
 
     def _explain(self, error: BaseException) -> str:
         text = self._scrub(str(error), self._secrets)
-        if text.startswith("connection failed: "):
-            text = text[len("connection failed: ") :]
+        for prefix in ("connection failed: ", "connection is bad: "):
+            text = text.removeprefix(prefix)
+        if text.startswith("invalid ") and "connection option" in text:
+            return f"invalid connection string ({text})"
         lowered = text.lower()
         if "password authentication failed" in lowered or "no password supplied" in lowered:
             return f"wrong or missing password ({text}). Check the URL, PGPASSWORD or ~/.pgpass"
@@ -299,6 +301,7 @@ class PostgresStore:
             for s in (
                 "connection refused",
                 "could not translate",
+                "failed to resolve",
                 "timeout",
                 "no route",
                 "could not connect",
@@ -634,12 +637,21 @@ class PostgresStore:
             self._next_resync = time.monotonic() + self._resync_interval
         listener = self._listener
         assert listener is not None
+        # Collected first, applied after: notifies() holds the connection's lock, and a
+        # "stale" message needs a query on this connection.
+        payloads: list[str] = []
         deadline = time.monotonic() + 0.5
-        for notify in listener.notifies(timeout=0.5):
-            if notify.channel == CHANNEL:
-                self._on_notify(notify.payload, listener)
-            if time.monotonic() > deadline or self._stop.is_set():
-                break
+        received = listener.notifies(timeout=0.5)
+        try:
+            for notify in received:
+                if notify.channel == CHANNEL:
+                    payloads.append(notify.payload)
+                if time.monotonic() > deadline or self._stop.is_set() or len(payloads) > 5000:
+                    break
+        finally:
+            received.close()
+        for payload in payloads:
+            self._on_notify(payload, listener)
         if time.monotonic() >= self._next_resync:
             self._prune_quietly()
             self._resync(listener)
@@ -821,6 +833,12 @@ class PostgresStore:
                     f"{len(self._queue)} writes never committed (the database was unreachable)."
                 )
         self._stop.set()
+        try:  # wake the replica thread from its wait for notifications
+            with self._write_lock:
+                if self._writer is not None and self._down_reason is None:
+                    self._writer.execute("SELECT pg_notify(%s, %s)", (CHANNEL, '{"op": "wake"}'))
+        except self._pg.Error:
+            pass
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
         self._close_connections()
