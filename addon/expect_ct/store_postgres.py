@@ -39,7 +39,6 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from types import ModuleType
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -55,6 +54,13 @@ from expect_ct.store import _now_ms
 from expect_ct.store import _Row
 from expect_ct.store import _to_ms
 from expect_ct.store import canonical_host
+from expect_ct.store_postgres_setup import CHANNEL
+from expect_ct.store_postgres_setup import SCHEMA_VERSION
+from expect_ct.store_postgres_setup import describe
+from expect_ct.store_postgres_setup import explain
+from expect_ct.store_postgres_setup import import_psycopg
+from expect_ct.store_postgres_setup import migrate
+from expect_ct.store_postgres_setup import parse_spec
 
 if TYPE_CHECKING:
     import psycopg
@@ -63,97 +69,10 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-CHANNEL = "expect_ct_known_hosts"
-INSTALL_HINT = "pip install 'mitmproxy-expect-ct[postgres]'"
-
-# Serialises schema creation and migration between proxies starting at once ("ExCT").
-_MIGRATION_LOCK = int.from_bytes(b"ExCT", "big")
 # Second argument of hashtextextended() for the per-host advisory locks (any constant).
 _HOST_LOCK_SEED = 9163
 
-# A NOTIFY payload must stay under 8000 bytes; a row with a longer report-uri is sent as a key
-# only, and the replica reads it from the table.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        "CREATE SEQUENCE expect_ct_version",
-        """
-        CREATE TABLE expect_ct_known_hosts (
-            host text PRIMARY KEY,
-            enforce boolean NOT NULL,
-            report_uri text,
-            expires_ms bigint NOT NULL,
-            noted_ms bigint NOT NULL,
-            last_observed_ms bigint NOT NULL,
-            version bigint NOT NULL
-        )
-        """,
-        "CREATE INDEX expect_ct_known_hosts_expires ON expect_ct_known_hosts (expires_ms)",
-        """
-        CREATE TABLE expect_ct_report_claims (
-            key text PRIMARY KEY,
-            expires_ms bigint NOT NULL
-        )
-        """,
-        """
-        CREATE FUNCTION expect_ct_version_row() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            NEW.version := nextval('expect_ct_version');
-            RETURN NEW;
-        END $$
-        """,
-        """
-        CREATE FUNCTION expect_ct_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-        DECLARE
-            payload text;
-        BEGIN
-            IF TG_OP = 'TRUNCATE' THEN
-                payload := json_build_object('op', 'clear', 'version', nextval('expect_ct_version'));
-            ELSIF TG_OP = 'DELETE' THEN
-                payload := json_build_object(
-                    'op', 'delete', 'host', OLD.host, 'version', nextval('expect_ct_version'));
-            ELSE
-                payload := json_build_object(
-                    'op', 'put', 'host', NEW.host, 'enforce', NEW.enforce,
-                    'report_uri', NEW.report_uri, 'expires_ms', NEW.expires_ms,
-                    'noted_ms', NEW.noted_ms, 'last_observed_ms', NEW.last_observed_ms,
-                    'version', NEW.version);
-                IF octet_length(payload) > 7900 THEN
-                    payload := json_build_object(
-                        'op', 'stale', 'host', NEW.host, 'version', NEW.version);
-                END IF;
-            END IF;
-            PERFORM pg_notify('expect_ct_known_hosts', payload);
-            RETURN NULL;
-        END $$
-        """,
-        """
-        CREATE TRIGGER expect_ct_known_hosts_version BEFORE INSERT OR UPDATE
-        ON expect_ct_known_hosts FOR EACH ROW EXECUTE FUNCTION expect_ct_version_row()
-        """,
-        """
-        CREATE TRIGGER expect_ct_known_hosts_notify AFTER INSERT OR UPDATE OR DELETE
-        ON expect_ct_known_hosts FOR EACH ROW EXECUTE FUNCTION expect_ct_notify()
-        """,
-        """
-        CREATE TRIGGER expect_ct_known_hosts_truncate AFTER TRUNCATE
-        ON expect_ct_known_hosts FOR EACH STATEMENT EXECUTE FUNCTION expect_ct_notify()
-        """,
-    ),
-}
-
 _COLUMNS = "host, enforce::int, report_uri, expires_ms, noted_ms, last_observed_ms"
-
-
-def _import_psycopg() -> ModuleType:
-    try:
-        import psycopg
-    except ImportError as e:
-        raise StoreError(
-            f"a PostgreSQL Expect-CT store needs psycopg 3, which is not installed ({e}). "
-            f"Install it with: {INSTALL_HINT}"
-        ) from e
-    return psycopg
 
 
 @dataclass(frozen=True)
@@ -189,10 +108,10 @@ class PostgresStore:
         self._max_age_cap = max_age_cap
         self._resync_interval = resync_interval
         self._retry_interval = retry_interval
-        self._pg = _import_psycopg()
-        params = self._parse(spec)
+        self._pg = import_psycopg()
+        params = parse_spec(self._pg, spec)
         self._secrets = [s for s in (spec, params.get("password")) if s]
-        self._location = _describe(params)
+        self._location = describe(params)
         params.setdefault("connect_timeout", str(connect_timeout))
         params.setdefault("application_name", "mitmproxy-expect-ct")
         self._conninfo: str = self._pg.conninfo.make_conninfo(**params)
@@ -210,7 +129,7 @@ class PostgresStore:
 
         self._writer: psycopg.Connection[Any] | None = self._connect()
         try:
-            self._migrate(self._writer)
+            migrate(self._pg, self._writer, self._location, self._secrets)
             self._listener: psycopg.Connection[Any] | None = self._connect()
             self._listener.execute(f"LISTEN {CHANNEL}")
             self._resync(self._listener)
@@ -257,25 +176,6 @@ class PostgresStore:
 
     # -- connecting --
 
-    def _parse(self, spec: str) -> dict[str, str]:
-        try:
-            params: dict[str, Any] = self._pg.conninfo.conninfo_to_dict(spec)
-        except self._pg.Error as e:
-            why = self._scrub(str(e), [spec])
-            raise StoreError(
-                f"invalid PostgreSQL connection string for the Expect-CT store: {why}. "
-                "Use postgresql://USER@HOST:PORT/DATABASE or 'host=... dbname=...'."
-            ) from None
-        return {k: str(v) for k, v in params.items() if v is not None}
-
-    @staticmethod
-    def _scrub(text: str, secrets: list[str]) -> str:
-        for secret in secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        # libpq's messages span lines ("...failed: Connection refused\n\tIs the server...").
-        return " ".join(part.strip() for part in text.splitlines() if part.strip())
-
     def _connect(self) -> psycopg.Connection[Any]:
         try:
             conn: psycopg.Connection[Any] = self._pg.connect(self._conninfo, autocommit=True)
@@ -286,54 +186,7 @@ class PostgresStore:
         return conn
 
     def _explain(self, error: BaseException) -> str:
-        text = self._scrub(str(error), self._secrets)
-        for prefix in ("connection failed: ", "connection is bad: "):
-            text = text.removeprefix(prefix)
-        if text.startswith("invalid ") and "connection option" in text:
-            return f"invalid connection string ({text})"
-        lowered = text.lower()
-        if "password authentication failed" in lowered or "no password supplied" in lowered:
-            return f"wrong or missing password ({text}). Check the URL, PGPASSWORD or ~/.pgpass"
-        if "does not exist" in lowered and "database" in lowered:
-            return f"{text}. Create it (createdb) or name another database in the URL"
-        if any(
-            s in lowered
-            for s in (
-                "connection refused",
-                "could not translate",
-                "failed to resolve",
-                "timeout",
-                "no route",
-                "could not connect",
-            )
-        ):
-            return f"server unreachable ({text})"
-        return text
-
-    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS expect_ct_schema (version integer NOT NULL)"
-                )
-                row = conn.execute("SELECT max(version) FROM expect_ct_schema").fetchone()
-                current = int(row[0]) if row and row[0] is not None else 0
-                if current > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"the Expect-CT store {self._location} has schema version {current}, "
-                        f"from a newer version of mitmproxy-expect-ct; this one understands "
-                        f"version {SCHEMA_VERSION}. Upgrade mitmproxy-expect-ct on this proxy."
-                    )
-                for version in range(current + 1, SCHEMA_VERSION + 1):
-                    for statement in _MIGRATIONS[version]:
-                        conn.execute(statement)
-                    conn.execute("INSERT INTO expect_ct_schema (version) VALUES (%s)", (version,))
-        except self._pg.Error as e:
-            raise StoreError(
-                f"cannot create or migrate the Expect-CT schema in {self._location}: "
-                f"{self._explain(e)}"
-            ) from None
+        return explain(error, self._secrets)
 
     # -- the replica --
 
@@ -847,14 +700,3 @@ class PostgresStore:
         for conn in (getattr(self, "_writer", None), getattr(self, "_listener", None)):
             if conn is not None:
                 conn.close()
-
-
-def _describe(params: dict[str, str]) -> str:
-    """``postgresql://user@host:port/db`` from libpq parameters, without the password."""
-    user = f"{params['user']}@" if params.get("user") else ""
-    host = params.get("host") or params.get("hostaddr") or ""
-    port = f":{params['port']}" if params.get("port") else ""
-    dbname = params.get("dbname") or ""
-    if params.get("service"):
-        return f"postgresql service {params['service']}"
-    return f"postgresql://{user}{host}{port}/{dbname}"

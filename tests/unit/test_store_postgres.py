@@ -12,6 +12,7 @@ from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -42,7 +43,7 @@ def stores() -> Iterator[list[PostgresStore]]:
         s.close()
 
 
-def open_pg(url: str, stores: list[PostgresStore], **kwargs: float) -> PostgresStore:
+def open_pg(url: str, stores: list[PostgresStore], **kwargs: Any) -> PostgresStore:
     store = open_store(url, **kwargs)
     assert isinstance(store, PostgresStore)
     stores.append(store)
