@@ -292,6 +292,11 @@ class HostStore(Protocol):
     @property
     def max_age_cap(self) -> int | None: ...
 
+    @property
+    def pending_writes(self) -> int:
+        """Writes accepted (StoreUnavailable) but not yet committed; always 0 for SQLite."""
+        ...
+
     def get(self, host: str, *, now: datetime | None = None) -> KnownHost | None: ...
 
     def observe(

@@ -124,6 +124,11 @@ class KnownHostStore:
         return self._path
 
     @property
+    def pending_writes(self) -> int:
+        """Always 0: every write is committed (or fails) before it returns."""
+        return 0
+
+    @property
     def path(self) -> str:
         """The database file (``~`` expanded), or ``":memory:"``."""
         return self._path

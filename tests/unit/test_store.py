@@ -437,6 +437,28 @@ def test_not_a_store_is_refused_and_left_untouched(
     assert sorted(os.listdir(tmp_path)) == listing  # no -wal / -shm / -journal left either
 
 
+def test_store_from_before_report_claims_gains_the_table(store_path: Path) -> None:
+    # A version-1 file written before claim_report existed: known_hosts only.
+    conn = sqlite3.connect(store_path)
+    conn.execute(
+        "CREATE TABLE known_hosts (host TEXT PRIMARY KEY NOT NULL, enforce INTEGER NOT NULL, "
+        "report_uri TEXT, expires_ms INTEGER NOT NULL, noted_ms INTEGER NOT NULL, "
+        "last_observed_ms INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    conn.execute("INSERT INTO known_hosts VALUES ('old.example', 1, NULL, 9999999999999, 0, 0)")
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with KnownHostStore(store_path) as s:
+        assert s.get("old.example", now=NOW) is not None
+        assert s.claim_report("k", 60, now=NOW) is True
+        assert s.claim_report("k", 60, now=NOW) is False
+    conn = sqlite3.connect(store_path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (1,)  # additive: same version
+    conn.close()
+
+
 def test_empty_file_becomes_a_store(store_path: Path) -> None:
     store_path.touch()
     with KnownHostStore(store_path) as s:

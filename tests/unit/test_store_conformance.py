@@ -228,6 +228,7 @@ def test_forget_and_clear_reach_every_store(opener: Opener) -> None:
     assert store.clear() == 2
     settle(other)
     assert other.count(now=NOW) == 0 and store.count(now=NOW) == 0
+    assert store.pending_writes == other.pending_writes == 0  # every write was committed
     store.observe("new.example", max_age=DAY, enforce=True, report_uri=None, now=NOW)
     settle(other)
     assert [h.host for h in other.hosts(now=NOW)] == ["new.example"]
