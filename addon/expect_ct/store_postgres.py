@@ -56,6 +56,7 @@ from expect_ct.store import _to_ms
 from expect_ct.store import canonical_host
 from expect_ct.store_postgres_setup import CHANNEL
 from expect_ct.store_postgres_setup import SCHEMA_VERSION
+from expect_ct.store_postgres_setup import TCP_DEFAULTS
 from expect_ct.store_postgres_setup import describe
 from expect_ct.store_postgres_setup import explain
 from expect_ct.store_postgres_setup import import_psycopg
@@ -114,6 +115,8 @@ class PostgresStore:
         self._location = describe(params)
         params.setdefault("connect_timeout", str(connect_timeout))
         params.setdefault("application_name", "mitmproxy-expect-ct")
+        for name, value in TCP_DEFAULTS.items():
+            params.setdefault(name, value)
         self._conninfo: str = self._pg.conninfo.make_conninfo(**params)
 
         self._write_lock = threading.Lock()  # the writer connection and the queue

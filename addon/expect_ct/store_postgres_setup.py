@@ -93,6 +93,18 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
+# Connection parameters unless the spec sets them: a server that vanishes without closing the
+# connection (a partition, a dead host) is noticed in seconds, not after the kernel's TCP
+# timeouts, so a write waiting on it fails, is queued, and the proxy goes on.
+TCP_DEFAULTS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",  # milliseconds
+}
+
+
 def import_psycopg() -> ModuleType:
     try:
         import psycopg
