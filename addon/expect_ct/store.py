@@ -341,15 +341,26 @@ class HostStore(Protocol):
 # --- choosing an implementation --------------------------------------------------------------
 
 _URL_SCHEMES = ("postgresql://", "postgres://")
-# A libpq key/value string: "host=db dbname=ct", "dbname = ct", "service=fleet".
-_KEY_VALUE = re.compile(r"^\s*[A-Za-z_]+\s*=")
+# A libpq key/value string starts with one of libpq's keywords: "host=db dbname=ct",
+# "dbname = ct", "service=fleet". Any other "name=..." is a file name.
+_KEY_VALUE = re.compile(r"^\s*([A-Za-z_]+)\s*=")
+_LIBPQ_KEYWORDS = frozenset(
+    """host hostaddr port dbname user password passfile service servicefile sslmode
+    sslrootcert sslcert sslkey sslcrl sslpassword sslnegotiation sslcompression requiressl
+    connect_timeout application_name fallback_application_name options client_encoding
+    target_session_attrs load_balance_hosts channel_binding require_auth gssencmode
+    krbsrvname gsslib keepalives keepalives_idle keepalives_interval keepalives_count
+    tcp_user_timeout replication""".split()
+)
 
 
 def is_postgres_spec(spec: str) -> bool:
     """True if ``spec`` names a PostgreSQL database (URL or libpq key/value string), False for
     an SQLite file path or ``:memory:``. A ``postgresql://`` spec is never a file path."""
-    lowered = spec.strip().lower()
-    return lowered.startswith(_URL_SCHEMES) or bool(_KEY_VALUE.match(spec))
+    if spec.strip().lower().startswith(_URL_SCHEMES):
+        return True
+    match = _KEY_VALUE.match(spec)
+    return match is not None and match.group(1).lower() in _LIBPQ_KEYWORDS
 
 
 def open_store(

@@ -279,6 +279,8 @@ def test_postgres_spec_never_becomes_a_file(
     assert not is_postgres_spec(str(tmp_path / "store.sqlite3"))
     assert not is_postgres_spec(":memory:")
     assert not is_postgres_spec("./a=b.sqlite3")
+    assert not is_postgres_spec("store=1.sqlite3")  # not a libpq keyword: a file name
+    assert is_postgres_spec(" dbname = ct")
     assert list(tmp_path.iterdir()) == []
 
 
