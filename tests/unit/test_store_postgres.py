@@ -114,6 +114,43 @@ def test_another_process_note_and_forget_reach_the_replica_within_a_second(
         child.communicate(timeout=10)
 
 
+_NOTE_FOREVER = """
+import sys
+from expect_ct.store import open_store
+store = open_store(sys.argv[1])
+print("ready", flush=True)
+for i in range(10**7):
+    store.observe(f"k-{i}.example", max_age=86400, enforce=True, report_uri=None)
+    print(f"k-{i}.example", flush=True)
+"""
+
+
+def test_sigkill_after_acknowledged_notes_loses_none(
+    postgres_url: str, stores: list[PostgresStore]
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _NOTE_FOREVER, postgres_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    acknowledged: set[str] = set()
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n", child.stderr
+        for _ in range(200):
+            acknowledged.add(child.stdout.readline().strip())
+    finally:
+        child.kill()  # SIGKILL: no close(), no clean-up
+        out, _ = child.communicate(timeout=10)
+    acknowledged |= {line for line in out.splitlines(keepends=True) if line.endswith("\n")}
+    acknowledged = {a.strip() for a in acknowledged}
+    stored = {h.host for h in open_pg(postgres_url, stores).hosts()}
+    assert len(acknowledged) >= 200
+    assert acknowledged <= stored, sorted(acknowledged - stored)[:5]
+
+
 def test_direct_sql_changes_reach_the_replica(
     postgres_url: str, stores: list[PostgresStore]
 ) -> None:
