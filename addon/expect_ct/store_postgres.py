@@ -235,7 +235,7 @@ class PostgresStore:
             if version <= self._cleared_at:
                 return
             self._cleared_at = version
-            self._rows = {h: r for h, r in self._rows.items() if self._versions[h] > version}
+            self._rows = {h: r for h, r in self._rows.items() if self._versions.get(h, 0) > version}
             self._versions = {h: v for h, v in self._versions.items() if v > version}
 
     def _on_notify(self, payload: str, conn: psycopg.Connection[Any]) -> None:

@@ -154,7 +154,10 @@ def start_server() -> PostgresServer:
             "no PostgreSQL server installed (initdb/pg_ctl not on PATH nor in "
             "/usr/lib/postgresql/*/bin; .ci/run installs it with apt-get install postgresql)"
         )
-    directory = Path(tempfile.mkdtemp(prefix="expect-ct-pg-"))
+    # Short and traversable by the server's user: the Unix socket lives here (107-byte limit).
+    directory = Path(
+        tempfile.mkdtemp(prefix="expect-ct-pg-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    )
     server = PostgresServer(
         bin_dir, directory, _free_port(), _unprivileged_user(), itertools.count(1)
     )
