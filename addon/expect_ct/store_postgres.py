@@ -494,18 +494,13 @@ class PostgresStore:
         listener = self._listener
         assert listener is not None
         # Collected first, applied after: notifies() holds the connection's lock, and a
-        # "stale" message needs a query on this connection.
-        payloads: list[str] = []
-        deadline = time.monotonic() + 0.5
-        received = listener.notifies(timeout=0.5)
-        try:
-            for notify in received:
-                if notify.channel == CHANNEL:
-                    payloads.append(notify.payload)
-                if time.monotonic() > deadline or self._stop.is_set() or len(payloads) > 5000:
-                    break
-        finally:
-            received.close()
+        # "stale" message needs a query on this connection. stop_after=1 returns after one
+        # whole batch: leaving the generator inside a batch would drop the rest of it.
+        payloads = [
+            notify.payload
+            for notify in listener.notifies(timeout=0.5, stop_after=1)
+            if notify.channel == CHANNEL
+        ]
         for payload in payloads:
             self._on_notify(payload, listener)
         if time.monotonic() >= self._next_resync:

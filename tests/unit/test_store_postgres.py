@@ -179,6 +179,21 @@ def test_direct_sql_changes_reach_the_replica(
     assert store.get("short.example") is None and store.count() == 1
 
 
+def test_a_burst_of_changes_reaches_the_replica_whole(
+    postgres_url: str, stores: list[PostgresStore]
+) -> None:
+    # Thousands of notifications arrive in large batches; none may be dropped between them.
+    store = open_pg(postgres_url, stores, resync_interval=3600)
+    ms = (now() - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    with psycopg.connect(postgres_url, autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO expect_ct_known_hosts VALUES (%s, false, NULL, %s, %s, %s, 0)",
+            [(f"burst{i}.example", ms + DAY * 1000, ms, ms) for i in range(12_000)],
+        )
+    store.wait_for_sync()
+    assert store.count() == 12_000
+
+
 def test_periodic_resync_repairs_a_replica(postgres_url: str, stores: list[PostgresStore]) -> None:
     store = open_pg(postgres_url, stores, resync_interval=0.2)
     store.observe("kept.example", max_age=DAY, enforce=True, report_uri=None)
