@@ -29,6 +29,7 @@ import gc
 import json
 import os
 import resource
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import tempfile
 import time
 import timeit
 from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -435,7 +437,7 @@ def micro_benchmarks(world: World, work: Path, quick: bool) -> list[str]:
     for n in (1_000, 10_000 if quick else 1_000_000):
         path = work / f"store-{n}.sqlite3"
         store = storemod.KnownHostStore(path)
-        storemod._bulk_insert_for_benchmarks(store, (f"host{i}.example" for i in range(n)))
+        fill_store(path, (f"host{i}.example" for i in range(n)))
         hosts = [f"host{i}.example" for i in range(0, n, max(1, n // 1000))]
         lookups[n] = best_us(looker(store, hosts), 2000)
         store.close()
@@ -446,6 +448,21 @@ def micro_benchmarks(world: World, work: Path, quick: bool) -> list[str]:
     )
     lines += memory_benchmark(world, log_list, 2_000 if quick else 100_000)
     return lines
+
+
+def fill_store(path: Path, hosts: Iterable[str], max_age: int = 86400) -> None:
+    """Insert already-canonical hosts into a fresh store with plain sqlite3, in one transaction
+    (the store's API applies the RFC rules one header at a time: far too slow for a million)."""
+    now_ms = time.time_ns() // 1_000_000
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO known_hosts VALUES (?, 0, NULL, ?, ?, ?)",
+                ((host, now_ms + max_age * 1000, now_ms, now_ms) for host in hosts),
+            )
+    finally:
+        conn.close()
 
 
 def looker(store: storemod.KnownHostStore, hosts: list[str]) -> Callable[[], object]:

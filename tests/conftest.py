@@ -9,6 +9,9 @@ import pytest
 from support.world import World
 from support.world import make_world
 
+# postgres_server / postgres_url: a real PostgreSQL started for the session.
+pytest_plugins = ["support.postgres"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Everything under tests/e2e runs real processes: `-m "not e2e"` leaves it out.

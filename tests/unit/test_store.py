@@ -31,7 +31,6 @@ from expect_ct.store import MAX_AGE_LIMIT
 from expect_ct.store import KnownHost
 from expect_ct.store import KnownHostStore
 from expect_ct.store import StoreError
-from expect_ct.store import _bulk_insert_for_benchmarks
 from expect_ct.store import canonical_host
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -48,6 +47,21 @@ def store_path(tmp_path: Path) -> Path:
 def store(store_path: Path) -> Iterator[KnownHostStore]:
     with KnownHostStore(store_path) as s:
         yield s
+
+
+def insert_rows(path: Path, hosts: list[str], *, max_age: int, now: datetime) -> int:
+    """Fill a store fast with plain sqlite3 (canonical hosts, report-only, no RFC rules)."""
+    now_ms = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            cursor = conn.executemany(
+                "INSERT OR REPLACE INTO known_hosts VALUES (?, 0, NULL, ?, ?, ?)",
+                ((h, now_ms + max_age * 1000, now_ms, now_ms) for h in hosts),
+            )
+        return cursor.rowcount
+    finally:
+        conn.close()
 
 
 def raw_rows(path: Path) -> list[tuple[object, ...]]:
@@ -423,6 +437,28 @@ def test_not_a_store_is_refused_and_left_untouched(
     assert sorted(os.listdir(tmp_path)) == listing  # no -wal / -shm / -journal left either
 
 
+def test_store_from_before_report_claims_gains_the_table(store_path: Path) -> None:
+    # A version-1 file written before claim_report existed: known_hosts only.
+    conn = sqlite3.connect(store_path)
+    conn.execute(
+        "CREATE TABLE known_hosts (host TEXT PRIMARY KEY NOT NULL, enforce INTEGER NOT NULL, "
+        "report_uri TEXT, expires_ms INTEGER NOT NULL, noted_ms INTEGER NOT NULL, "
+        "last_observed_ms INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    conn.execute("INSERT INTO known_hosts VALUES ('old.example', 1, NULL, 9999999999999, 0, 0)")
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with KnownHostStore(store_path) as s:
+        assert s.get("old.example", now=NOW) is not None
+        assert s.claim_report("k", 60, now=NOW) is True
+        assert s.claim_report("k", 60, now=NOW) is False
+    conn = sqlite3.connect(store_path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (1,)  # additive: same version
+    conn.close()
+
+
 def test_empty_file_becomes_a_store(store_path: Path) -> None:
     store_path.touch()
     with KnownHostStore(store_path) as s:
@@ -464,7 +500,7 @@ def test_write_error_is_a_store_error_naming_the_file(store_path: Path) -> None:
 
 def test_hosts_streams_in_batches_and_allows_calls_in_between(store: KnownHostStore) -> None:
     names = [f"h{i:05d}.example" for i in range(1300)]  # more than two batches of 512
-    assert _bulk_insert_for_benchmarks(store, names, max_age=DAY, now=NOW) == 1300
+    assert insert_rows(Path(store.path), names, max_age=DAY, now=NOW) == 1300
     store.observe(
         "expired.example", max_age=1, enforce=False, report_uri=None, now=NOW - timedelta(hours=1)
     )
@@ -625,13 +661,6 @@ def test_sigkill_mid_writes_loses_no_acknowledged_host(
 # --- benchmark helper ------------------------------------------------------------------------------
 
 
-def test_bulk_insert_helper(store: KnownHostStore) -> None:
-    n = _bulk_insert_for_benchmarks(store, (f"b{i}.example" for i in range(2000)), now=NOW)
-    assert n == 2000
-    assert store.count(now=NOW) == 2000
-    assert store.get("b1999.example", now=NOW) is not None
-
-
 def _time_per_call(fn: Callable[[int], object], calls: int) -> float:
     start = time.perf_counter()
     for i in range(calls):
@@ -642,7 +671,9 @@ def _time_per_call(fn: Callable[[int], object], calls: int) -> float:
 def _benchmark_rows(path: Path, rows: int) -> str:
     with KnownHostStore(path) as s:
         start = time.perf_counter()
-        _bulk_insert_for_benchmarks(s, (f"host{i}.example" for i in range(rows)))
+        insert_rows(
+            path, [f"host{i}.example" for i in range(rows)], max_age=DAY, now=datetime.now(UTC)
+        )
         fill = time.perf_counter() - start
         rng = random.Random(rows)
         hit = _time_per_call(lambda i: s.get(f"host{rng.randrange(rows)}.example"), 20_000)
