@@ -7,6 +7,7 @@ import copy
 import datetime
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -23,6 +24,7 @@ from expect_ct.loglist import InvalidLogList
 from expect_ct.loglist import Log
 from expect_ct.loglist import LogList
 from expect_ct.loglist import LogState
+from expect_ct.loglist import UnsupportedLogList
 from expect_ct.loglist import datetime_to_ms
 from expect_ct.loglist import ms_to_datetime
 from support import pki
@@ -329,7 +331,7 @@ def test_mimic_logs_are_flagged_and_warned_about(logs: dict[str, pki.TestLog]) -
     other = parsed.get(logs["a"].log_id)
     assert other is not None and not other.mimic
     assert len(parsed.warnings) == 1
-    assert "mimic logs, whose private keys are public (Mimic 1)" in parsed.warnings[0]
+    assert "mimic logs, whose private keys are public ('Mimic 1')" in parsed.warnings[0]
 
 
 # --- previous_operators.
@@ -368,7 +370,7 @@ def test_millisecond_conversion_is_exact() -> None:
     assert ms_to_datetime(1772992980455) == moment
 
 
-# --- Malformed lists.
+# --- Malformed lists: refused whole (not a log list, newer format) or entry by entry.
 
 Mutation = Callable[[dict[str, Any]], object]
 
@@ -406,6 +408,11 @@ def _duplicate_log(doc: dict[str, Any]) -> object:
     return doc
 
 
+def _operator0_is_a_number(doc: dict[str, Any]) -> object:
+    doc["operators"][0] = 1
+    return doc
+
+
 def _swap_log_ids(doc: dict[str, Any]) -> object:
     other = doc["operators"][1]["logs"][0]
     _log0(doc)["log_id"], other["log_id"] = other["log_id"], _log0(doc)["log_id"]
@@ -414,7 +421,8 @@ def _swap_log_ids(doc: dict[str, Any]) -> object:
 
 OTHER_KEY = base64.b64encode(b"\x30\x00").decode()
 
-MALFORMED: list[tuple[str, Mutation, str]] = [
+# Not a log list at all, or no entry in it readable: refused whole, whatever the entries.
+NOT_A_LOG_LIST: list[tuple[str, Mutation, str]] = [
     ("not JSON", lambda doc: b'{"operators": [', r"not valid JSON: .* line 1 column 16"),
     ("not UTF-8", lambda doc: b"\xff\xfe{}", r"not valid JSON"),
     ("top level array", lambda doc: [doc], r"top level: expected a JSON object, got array"),
@@ -429,109 +437,41 @@ MALFORMED: list[tuple[str, Mutation, str]] = [
         _set(_top, "operators", {}),
         r"operators: expected an array, got object",
     ),
-    ("operator not object", _set(_top, "operators", [1]), r"operators\[0\]: expected an object"),
-    (
-        "operator without name",
-        _delete(_op0, "name"),
-        r"operators\[0\]: missing required field 'name'",
-    ),
-    (
-        "operator name number",
-        _set(_op0, "name", 7),
-        r"operators\[0\]\.name: expected a string, got number",
-    ),
-    ("missing logs", _delete(_op0, "logs"), r"operators\[0\]: missing required field 'logs'"),
-    (
-        "logs not array",
-        _set(_op0, "logs", "x"),
-        r"operators\[0\]\.logs: expected an array, got string",
-    ),
-    (
-        "tiled_logs not array",
-        _set(_op0, "tiled_logs", {}),
-        r"operators\[0\]\.tiled_logs: expected an array",
-    ),
-    (
-        "log not object",
-        _set(_op0, "logs", [None]),
-        r"operators\[0\]\.logs\[0\]: expected an object, got null",
-    ),
-    ("missing key", _delete(_log0, "key"), r"logs\[0\]: missing required field 'key'"),
-    ("missing log_id", _delete(_log0, "log_id"), r"logs\[0\]: missing required field 'log_id'"),
-    ("key not string", _set(_log0, "key", True), r"logs\[0\]\.key: expected a string, got boolean"),
-    ("bad base64 key", _set(_log0, "key", "not base64!"), r"logs\[0\]\.key: not valid base64"),
-    ("bad base64 padding", _set(_log0, "log_id", "AAA"), r"logs\[0\]\.log_id: not valid base64"),
-    ("empty key", _set(_log0, "key", ""), r"logs\[0\]\.key: is empty"),
-    (
-        "log_id not hash of key",
-        _set(_log0, "key", OTHER_KEY),
-        r"log_id: does not match SHA-256 of the key",
-    ),
-    (
-        "swapped log ids",
-        _swap_log_ids,
-        r"operators\[0\]\.logs\[0\]\.log_id: does not match SHA-256",
-    ),
-    (
-        "duplicate log",
-        _duplicate_log,
-        r"operators\[1\]\.logs\[1\]: duplicate log_id .* \(also 'Alpha 2026'\)",
-    ),
-    ("description number", _set(_log0, "description", 3), r"description: expected a string"),
-    ("url not string", _set(_log0, "url", ["x"]), r"logs\[0\]\.url: expected a string, got array"),
-    ("mmd string", _set(_log0, "mmd", "86400"), r"mmd: expected a whole number of seconds"),
-    ("mmd fraction", _set(_log0, "mmd", 1.5), r"mmd: expected a whole number of seconds"),
-    ("state not object", _set(_log0, "state", "usable"), r"state: expected an object, got string"),
-    ("empty state", _set(_log0, "state", {}), r"state: expected exactly one state, found nothing"),
-    (
-        "two states",
-        _set(_log0, "state", {"usable": {"timestamp": "2020-01-01T00:00:00Z"}, "retired": {}}),
-        r"state: expected exactly one state, found retired, usable",
-    ),
-    (
-        "state without timestamp",
-        _set(_log0, "state", {"usable": {}}),
-        r"state\.usable: missing required field 'timestamp'",
-    ),
-    (
-        "bad state timestamp",
-        _set(_log0, "state", {"usable": {"timestamp": "yesterday"}}),
-        r"state\.usable\.timestamp: not an RFC 3339 date-time: 'yesterday'",
-    ),
-    (
-        "naive timestamp",
-        _set(_log0, "state", {"usable": {"timestamp": "2020-01-01T00:00:00"}}),
-        r"date-time has no time zone",
-    ),
-    (
-        "temporal interval incomplete",
-        _set(_log0, "temporal_interval", {"start_inclusive": "2020-01-01T00:00:00Z"}),
-        r"temporal_interval: missing required field 'end_exclusive'",
-    ),
-    (
-        "previous operators not array",
-        _set(_log0, "previous_operators", {"name": "x"}),
-        r"previous_operators: expected an array",
-    ),
-    (
-        "previous operator without end_time",
-        _set(_log0, "previous_operators", [{"name": "x"}]),
-        r"previous_operators\[0\]: missing required field 'end_time'",
-    ),
     (
         "bad list timestamp",
         _set(_top, "log_list_timestamp", 5),
         r"log_list_timestamp: expected a string",
     ),
+    (
+        "list timestamp not a date",
+        _set(_top, "log_list_timestamp", "2026-13-01T00:00:00Z"),
+        r"log_list_timestamp: not an RFC 3339 date-time",
+    ),
+    ("version object", _set(_top, "version", {}), r"version: expected a string, got object"),
     ("is_all_logs string", _set(_top, "is_all_logs", "yes"), r"is_all_logs: expected a boolean"),
+    # U3 / C11: a list whose every entry is unreadable is no list of logs.
+    (
+        "only operator not object",
+        _set(_top, "operators", [1]),
+        r"operators: no log entry can be read \(1 entry unreadable\); "
+        r"first: operators\[0\]: expected an object, got number \(the operator and its logs",
+    ),
+    (
+        "swapped log ids",
+        _swap_log_ids,
+        r"no log entry can be read \(2 entries unreadable\); "
+        r"first: operators\[0\]\.logs\[0\]\.log_id: does not match SHA-256 of the key "
+        r"\(log 'Alpha 2026'\)",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
     ("mutate", "message"),
-    [pytest.param(mutate, message, id=name) for name, mutate, message in MALFORMED],
+    [pytest.param(mutate, message, id=name) for name, mutate, message in NOT_A_LOG_LIST],
 )
-def test_malformed_lists(logs: dict[str, pki.TestLog], mutate: Mutation, message: str) -> None:
+def test_lists_refused_whole(logs: dict[str, pki.TestLog], mutate: Mutation, message: str) -> None:
+    # C11 / A11: refused whole only when it is not a log list at all.
     document = pki.log_list_json(
         [pki.LogEntry(logs["a"]), pki.LogEntry(logs["b"], state="retired")],
         timestamp=datetime.datetime(2026, 1, 1, tzinfo=UTC),
@@ -540,6 +480,210 @@ def test_malformed_lists(logs: dict[str, pki.TestLog], mutate: Mutation, message
     with pytest.raises(InvalidLogList, match=message) as excinfo:
         LogList.from_json(data, source="my-list.json")  # type: ignore[arg-type]
     assert str(excinfo.value).startswith("my-list.json: ")
+    assert not isinstance(excinfo.value, UnsupportedLogList)
+
+
+# One unreadable part of operator 0 ("Alpha"): (id, mutation, message, whether Alpha's log
+# "Alpha 2026" survives it). Operator 1 ("Beta") is untouched and always kept.
+UNREADABLE_ENTRIES: list[tuple[str, Mutation, str, bool]] = [
+    (
+        "operator not object",
+        _operator0_is_a_number,
+        r"operators\[0\]: expected an object, got number \(the operator and its logs skipped\)",
+        False,
+    ),
+    (
+        "operator without name",
+        _delete(_op0, "name"),
+        r"operators\[0\]: missing required field 'name' \(the operator and its logs skipped\)",
+        False,
+    ),
+    (
+        "operator name number",
+        _set(_op0, "name", 7),
+        r"operators\[0\]\.name: expected a string, got number",
+        False,
+    ),
+    (
+        "missing logs",
+        _delete(_op0, "logs"),
+        r"operators\[0\]: missing required field 'logs' \(operator 'Alpha'\)",
+        False,
+    ),
+    (
+        "logs not array",
+        _set(_op0, "logs", "x"),
+        r"operators\[0\]\.logs: expected an array, got string",
+        False,
+    ),
+    (
+        "tiled_logs not array",
+        _set(_op0, "tiled_logs", {}),
+        r"operators\[0\]\.tiled_logs: expected an array, got object",
+        True,
+    ),
+    (
+        "log not object",
+        _set(_op0, "logs", [None]),
+        r"operators\[0\]\.logs\[0\]: expected an object, got null",
+        False,
+    ),
+    (
+        "missing key",
+        _delete(_log0, "key"),
+        r"logs\[0\]: missing required field 'key' \(log 'Alpha 2026'\)",
+        False,
+    ),
+    (
+        "missing log_id",
+        _delete(_log0, "log_id"),
+        r"logs\[0\]: missing required field 'log_id'",
+        False,
+    ),
+    (
+        "key not string",
+        _set(_log0, "key", True),
+        r"logs\[0\]\.key: expected a string, got boolean",
+        False,
+    ),
+    (
+        "bad base64 key",
+        _set(_log0, "key", "not base64!"),
+        r"logs\[0\]\.key: not valid base64",
+        False,
+    ),
+    (
+        "bad base64 padding",
+        _set(_log0, "log_id", "AAA"),
+        r"logs\[0\]\.log_id: not valid base64",
+        False,
+    ),
+    ("empty key", _set(_log0, "key", ""), r"logs\[0\]\.key: is empty", False),
+    (
+        "log_id not hash of key",
+        _set(_log0, "key", OTHER_KEY),
+        r"logs\[0\]\.log_id: does not match SHA-256 of the key \(log 'Alpha 2026'\)",
+        False,
+    ),
+    (
+        "duplicate log",
+        _duplicate_log,
+        r"operators\[1\]\.logs\[1\]: duplicate log_id \S+ \(also 'Alpha 2026'\)",
+        True,
+    ),
+    ("description number", _set(_log0, "description", 3), r"description: expected a string", False),
+    (
+        "url not string",
+        _set(_log0, "url", ["x"]),
+        r"logs\[0\]\.url: expected a string, got array",
+        False,
+    ),
+    ("mmd string", _set(_log0, "mmd", "86400"), r"mmd: expected a whole number of seconds", False),
+    ("mmd fraction", _set(_log0, "mmd", 1.5), r"mmd: expected a whole number of seconds", False),
+    (
+        "state not object",
+        _set(_log0, "state", "usable"),
+        r"state: expected an object, got string",
+        False,
+    ),
+    (
+        "empty state",
+        _set(_log0, "state", {}),
+        r"state: expected exactly one state, found nothing",
+        False,
+    ),
+    (
+        "two states",
+        _set(_log0, "state", {"usable": {"timestamp": "2020-01-01T00:00:00Z"}, "retired": {}}),
+        r"state: expected exactly one state, found retired, usable",
+        False,
+    ),
+    (
+        "state without timestamp",
+        _set(_log0, "state", {"usable": {}}),
+        r"state\.usable: missing required field 'timestamp'",
+        False,
+    ),
+    (
+        "bad state timestamp",
+        _set(_log0, "state", {"usable": {"timestamp": "yesterday"}}),
+        r"state\.usable\.timestamp: not an RFC 3339 date-time: 'yesterday'",
+        False,
+    ),
+    (
+        "naive timestamp",
+        _set(_log0, "state", {"usable": {"timestamp": "2020-01-01T00:00:00"}}),
+        r"date-time has no time zone",
+        False,
+    ),
+    (
+        "temporal interval incomplete",
+        _set(_log0, "temporal_interval", {"start_inclusive": "2020-01-01T00:00:00Z"}),
+        r"temporal_interval: missing required field 'end_exclusive'",
+        False,
+    ),
+    (
+        "previous operators not array",
+        _set(_log0, "previous_operators", {"name": "x"}),
+        r"previous_operators: expected an array",
+        False,
+    ),
+    (
+        "previous operator without end_time",
+        _set(_log0, "previous_operators", [{"name": "x"}]),
+        r"previous_operators\[0\]: missing required field 'end_time'",
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize("schema", ["google", "apple"])
+@pytest.mark.parametrize(
+    ("mutate", "message", "alpha_kept"),
+    [pytest.param(m, message, kept, id=name) for name, m, message, kept in UNREADABLE_ENTRIES],
+)
+def test_one_unreadable_entry_is_skipped_the_rest_kept(
+    logs: dict[str, pki.TestLog], schema: str, mutate: Mutation, message: str, alpha_kept: bool
+) -> None:
+    # C11 (Chrome skips an entry whose id or key cannot be decoded), A11 (trustd skips an
+    # unreadable entry), U3 (no shipped client refuses a whole list over one entry): the
+    # entry goes, the list stays, and U4 one warning line says which entry and why.
+    document = pki.log_list_json(
+        [pki.LogEntry(logs["a"]), pki.LogEntry(logs["b"], state="retired")],
+        timestamp=datetime.datetime(2026, 1, 1, tzinfo=UTC),
+        schema=schema,
+    )
+    parsed = LogList.from_json(mutate(copy.deepcopy(document)), source="my-list.json")  # type: ignore[arg-type]
+    beta = parsed.get(logs["b"].log_id)
+    assert beta is not None and beta.state is LogState.RETIRED and beta.operator == "Beta"
+    assert (parsed.get(logs["a"].log_id) is not None) is alpha_kept
+    assert len(parsed) == 1 + alpha_kept
+    (warning,) = parsed.warnings
+    assert warning.startswith(
+        "1 log entry cannot be read and was skipped, the rest of the list is used (C11, A11): "
+    )
+    assert re.search(message, warning), warning
+    assert warning.isprintable()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        pytest.param(m, message, id=name)
+        for name, m, message, kept in UNREADABLE_ENTRIES
+        if not kept
+    ],
+)
+def test_a_list_whose_only_entry_is_unreadable_is_refused(
+    logs: dict[str, pki.TestLog], mutate: Mutation, message: str
+) -> None:
+    # A list that ends with no log at all is not a log list: refused, naming the entry.
+    document = pki.log_list_json([pki.LogEntry(logs["a"])])
+    with pytest.raises(
+        InvalidLogList, match=r"^solo\.json: operators: no log entry can be read"
+    ) as excinfo:
+        LogList.from_json(mutate(copy.deepcopy(document)), source="solo.json")  # type: ignore[arg-type]
+    assert re.search(message, str(excinfo.value)), excinfo.value
 
 
 def test_malformed_file_names_the_path(tmp_path: Path) -> None:
@@ -551,3 +695,4 @@ def test_malformed_file_names_the_path(tmp_path: Path) -> None:
 
 def test_invalid_log_list_is_a_value_error() -> None:
     assert issubclass(InvalidLogList, ValueError)
+    assert issubclass(UnsupportedLogList, InvalidLogList)
