@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 import support
+from expect_ct import loglist_update as update
 from expect_ct.loglist import InvalidLogList
 from expect_ct.loglist import Log
 from expect_ct.loglist import LogList
@@ -27,6 +29,9 @@ from expect_ct.loglist import LogState
 from expect_ct.loglist import UnsupportedLogList
 from expect_ct.loglist import datetime_to_ms
 from expect_ct.loglist import ms_to_datetime
+from expect_ct.loglist_fetch import FetchOptions
+from expect_ct.policy import POLICIES
+from expect_ct.policy import evaluate
 from support import pki
 
 UTC = datetime.UTC
@@ -268,8 +273,9 @@ def _with_state(document: dict[str, Any], index: int, state: dict[str, Any]) -> 
 
 @pytest.mark.parametrize("schema", ["google", "apple"])
 def test_unknown_states_load_with_one_warning(logs: dict[str, pki.TestLog], schema: str) -> None:
-    # U3: shipped clients keep a list when one log entry is odd; U2: that log counts for
-    # nothing; U4: warn once per list, keep the other logs.
+    # U1: a state object holding only an unknown key is schema-invalid, yet the list loads
+    # and the log stays, with its state name kept. U3: shipped clients keep a list when one
+    # log entry is odd; U2: that log counts for nothing; U4: warn once per list.
     document = pki.log_list_json([pki.LogEntry(logs[name]) for name in "abc"], schema=schema)
     by_id = {entry["log_id"]: entry for op in document["operators"] for entry in op["logs"]}
     by_id[base64.b64encode(logs["b"].log_id).decode()]["state"] = {
@@ -289,6 +295,7 @@ def test_unknown_states_load_with_one_warning(logs: dict[str, pki.TestLog], sche
     assert "2 logs in a state this parser does not know ('expired', 'frozen')" in warning
     assert logs["b"].description in warning and logs["c"].description in warning
     assert logs["a"].description not in warning
+    assert warning.endswith("their SCTs are not counted (U1-U4): 'Beta RSA', 'Gamma tiled'")
 
 
 def test_known_lists_have_no_warnings() -> None:
@@ -332,6 +339,175 @@ def test_mimic_logs_are_flagged_and_warned_about(logs: dict[str, pki.TestLog]) -
     assert other is not None and not other.mimic
     assert len(parsed.warnings) == 1
     assert "mimic logs, whose private keys are public ('Mimic 1')" in parsed.warnings[0]
+
+
+# --- Newer list formats are refused whole (C11, A11).
+
+
+@pytest.mark.parametrize(
+    ("schema_url", "refused"),
+    [
+        (pki.APPLE_SCHEMA_URL, False),
+        (pki.APPLE_SCHEMA_URL.replace("_v5.", "_v4."), False),
+        (pki.APPLE_SCHEMA_URL.replace("_v5.", "_v6."), True),
+        (pki.APPLE_SCHEMA_URL.replace("_v5.", "_v10."), True),
+        ("https://www.gstatic.com/ct/log_list/v3/log_list_schema.json", False),
+        ("https://www.gstatic.com/ct/log_list/v4/log_list_schema.json", True),
+        ("https://example.test/any-other-schema.json", False),
+        ("https://valid.apple.com/ct/log_list/schema_versions/log_list_schema_v" + "9" * 50, False),
+    ],
+)
+def test_a_newer_schema_version_refuses_the_list_whole(
+    logs: dict[str, pki.TestLog], schema_url: str, refused: bool
+) -> None:
+    # C11: Chrome refuses a list whose compatibility_version exceeds its own and keeps the old
+    # one; A11: trustd skips an asset of another version. JSON lists declare it in $schema.
+    document = pki.log_list_json([pki.LogEntry(logs["a"])], schema="apple")
+    document["$schema"] = schema_url
+    if not refused:
+        assert LogList.from_json(document, source="new.json").get(logs["a"].log_id) is not None
+        return
+    with pytest.raises(UnsupportedLogList, match=r"^new\.json: \$schema: .* newer than the v"):
+        LogList.from_json(document, source="new.json")
+
+
+def test_schema_version_is_checked_before_the_entries(logs: dict[str, pki.TestLog]) -> None:
+    # A newer format is not half-read: its entries are not judged by the old rules.
+    document = pki.log_list_json([pki.LogEntry(logs["a"])], schema="apple")
+    document["$schema"] = pki.APPLE_SCHEMA_URL.replace("_v5.", "_v6.")
+    _log0(document)["key"] = "not base64!"
+    with pytest.raises(UnsupportedLogList, match=r"apple schema v6, newer than the v5"):
+        LogList.from_json(document, source="new.json")
+
+
+def test_a_non_string_schema_is_not_a_version(logs: dict[str, pki.TestLog]) -> None:
+    document = pki.log_list_json([pki.LogEntry(logs["a"])])
+    document["$schema"] = {"v": 99}
+    assert len(LogList.from_json(document, source="s")) == 1
+
+
+# --- One warning line per list, escaped and bounded (C11, A11, U4).
+
+
+def test_many_problems_make_one_warning_line_per_kind(logs: dict[str, pki.TestLog]) -> None:
+    # U4: warn once per list, however many entries are skipped or in unknown states.
+    extra = [pki.make_log(f"Extra {n}", "Extra") for n in range(8)]
+    document = pki.log_list_json(
+        [pki.LogEntry(log) for log in (logs["a"], logs["b"], *extra)], schema="apple"
+    )
+    entries = {entry["description"]: entry for op in document["operators"] for entry in op["logs"]}
+    for n in range(7):
+        entries[f"Extra {n}"]["key"] = "%%%"
+    entries["Extra 7"]["state"] = {"frozen": {"timestamp": "2026-01-01T00:00:00Z"}}
+    parsed = LogList.from_json(document, source="many.json")
+    assert len(parsed) == 3
+    skipped, unknown = parsed.warnings
+    assert skipped.startswith("7 log entries cannot be read and were skipped")
+    for n in range(5):
+        assert f"(log 'Extra {n}')" in skipped
+    assert "'Extra 5'" not in skipped and skipped.endswith("; and 2 more")
+    assert unknown.startswith("1 log in a state this parser does not know ('frozen')")
+    assert unknown.endswith("their SCTs are not counted (U1-U4): 'Extra 7'")
+
+
+def test_warnings_escape_and_bound_what_the_list_says(logs: dict[str, pki.TestLog]) -> None:
+    # Descriptions and state names come from a downloaded file: a warning is one printable
+    # line, escaped like records.one_line (Python literal syntax), of bounded length.
+    hostile = "evil\x1b[31m\u202e\n" + "x" * 5000
+    document = pki.log_list_json([pki.LogEntry(logs["a"]), pki.LogEntry(logs["b"])])
+    _log0(document)["description"] = hostile
+    _log0(document)["key"] = "!!"
+    beta = document["operators"][1]["logs"][0]
+    beta["description"] = "odd\\state\u2028"
+    beta["state"] = {"x\x00" * 3000: {}}
+    parsed = LogList.from_json(document, source="hostile.json")
+    skipped, unknown = parsed.warnings
+    for warning in parsed.warnings:
+        assert warning.isprintable() and len(warning) < 1000
+    assert r"(log 'evil\x1b[31m\u202e\nxxx" in skipped
+    assert r"'odd\\state\u2028'" in unknown and r"'x\x00x\x00" in unknown
+
+
+def test_validate_accepts_a_list_with_a_skipped_entry(logs: dict[str, pki.TestLog]) -> None:
+    # The updater installs such a list (shipped clients use it too) and its warning stays
+    # on the list; it still refuses one whose readable logs are none usable.
+    document = pki.log_list_json([pki.LogEntry(logs["a"]), pki.LogEntry(logs["b"])])
+    document["operators"][1]["logs"][0]["log_id"] = "AAAA"
+    validated = update.validate(json.dumps(document).encode(), source="mirror")
+    assert list(validated.logs) == [logs["a"].log_id]
+    assert "operators[1].logs[0].log_id: does not match SHA-256" in validated.warnings[0]
+    _log0(document)["state"] = {"rejected": {"timestamp": "2026-01-01T00:00:00Z"}}
+    with pytest.raises(InvalidLogList, match="mirror lists no usable CT logs"):
+        update.validate(json.dumps(document).encode(), source="mirror")
+    _log0(document)["key"] = "AAAA"
+    with pytest.raises(InvalidLogList, match="mirror: operators: no log entry can be read"):
+        update.validate(json.dumps(document).encode(), source="mirror")
+
+
+def test_updater_installs_a_list_with_a_skipped_entry(
+    logs: dict[str, pki.TestLog], tmp_path: Path
+) -> None:
+    document = pki.log_list_json([pki.LogEntry(logs["a"]), pki.LogEntry(logs["b"])])
+    document["operators"][1]["logs"][0]["mmd"] = "one day"
+    source = tmp_path / "offered.json"
+    source.write_text(json.dumps(document))
+    out = tmp_path / "confdir" / "expect-ct-log-list.json"
+    result = update.attempt(
+        update.Source(str(source), path=str(source)), str(out), None, FetchOptions()
+    )
+    assert result.outcome == update.UPDATED and result.error is None
+    assert result.current is not None and len(result.current.log_list) == 1
+    assert result.event()["logs"] == 1
+    assert out.read_bytes() == source.read_bytes()
+    reloaded = update.load_installed(str(out))
+    assert reloaded is not None and "mmd: expected a whole number" in reloaded.log_list.warnings[0]
+
+
+# --- U2 with real SCTs: unknown-state and skipped logs never count, under every policy.
+
+
+@pytest.fixture(scope="module")
+def issued(logs: dict[str, pki.TestLog]) -> tuple[x509.Certificate, x509.Certificate, LogList]:
+    root = pki.make_root("U Root")
+    inter = pki.make_intermediate(root, "U CA")
+    odd = pki.make_log("Odd state", "Odd Op")
+    broken = pki.make_log("Broken entry", "Broken Op")
+    now = pki.now_ms() - 60_000
+    leaf, _ = pki.make_leaf(
+        inter,
+        embedded=[(odd, now), (broken, now), (logs["a"], now), (logs["c"], now)],
+    )
+    document = pki.log_list_json(
+        [pki.LogEntry(log) for log in (odd, broken, logs["a"], logs["c"])],
+        timestamp=datetime.datetime.now(UTC),
+    )
+    entries = {entry["description"]: entry for op in document["operators"] for entry in op["logs"]}
+    entries["Odd state"]["state"] = {"expired": {"timestamp": "2026-01-01T00:00:00Z"}}
+    entries["Broken entry"]["state"] = {"usable": {"timestamp": "last week"}}
+    listing = LogList.from_json(document, source="u.json")
+    return leaf, inter.cert, listing
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_unknown_state_and_skipped_logs_never_count(
+    issued: tuple[x509.Certificate, x509.Certificate, LogList], policy: str
+) -> None:
+    # U2: a log in a state no policy names satisfies no requirement (chrome, chrome-pre148,
+    # apple alike); C11/A11: a skipped entry's log is simply not in the list; the other two
+    # logs (two operators) still make the certificate compliant.
+    leaf, issuer, listing = issued
+    assert len(listing) == 3 and len(listing.warnings) == 2
+    verdict = evaluate([leaf, issuer], log_list=listing, policy=policy)
+    assert [(c.status, c.counted) for c in verdict.scts] == [
+        ("valid", False),
+        ("unknown", False),
+        ("valid", True),
+        ("valid", True),
+    ]
+    assert verdict.compliant, verdict.reasons
+    assert "'expired' is unknown to this parser" in verdict.scts[0].why
+    assert verdict.scts[0].why.endswith("(U2)")
+    assert verdict.scts[1].log is None and "log not in the log list" in verdict.scts[1].why
 
 
 # --- previous_operators.
