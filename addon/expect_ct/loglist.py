@@ -274,10 +274,9 @@ def _detect_schema(root: Mapping[str, Any]) -> str:
 
 
 # Apple: .../schema_versions/log_list_schema_v5.json; Google: .../ct/log_list/v3/....
-# Bounded digit runs: int() of thousands of digits raises ValueError.
 _SCHEMA_VERSION_PATTERNS = (
-    ("apple", re.compile(r"log_list_schema_v(\d{1,6})\.json")),
-    ("google", re.compile(r"/ct/log_list/v(\d{1,6})/")),
+    ("apple", re.compile(r"log_list_schema_v(\d+)\.json")),
+    ("google", re.compile(r"/ct/log_list/v(\d+)/")),
 )
 
 
@@ -291,11 +290,12 @@ def _check_schema_version(root: Mapping[str, Any]) -> None:
         match = pattern.search(schema_url)
         if match is None:
             continue
-        version, supported = int(match[1]), MAX_SCHEMA_VERSION[family]
-        if version > supported:
+        digits, supported = match[1].lstrip("0") or "0", MAX_SCHEMA_VERSION[family]
+        # Compared by length first: int() of thousands of digits raises ValueError.
+        if len(digits) > 6 or int(digits) > supported:
             raise _Unsupported(
                 "$schema",
-                f"{_shown(schema_url, 160)} is {family} schema v{version}, newer than the "
+                f"{_shown(schema_url, 160)} is {family} schema v{digits[:12]}, newer than the "
                 f"v{supported} this parser reads; a list of a newer format is refused whole, "
                 "as Chrome (C11) and Apple (A11) refuse one",
             )

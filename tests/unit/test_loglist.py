@@ -354,7 +354,8 @@ def test_mimic_logs_are_flagged_and_warned_about(logs: dict[str, pki.TestLog]) -
         ("https://www.gstatic.com/ct/log_list/v3/log_list_schema.json", False),
         ("https://www.gstatic.com/ct/log_list/v4/log_list_schema.json", True),
         ("https://example.test/any-other-schema.json", False),
-        ("https://valid.apple.com/ct/log_list/schema_versions/log_list_schema_v" + "9" * 50, False),
+        (pki.APPLE_SCHEMA_URL.replace("_v5.", "_v005."), False),
+        (pki.APPLE_SCHEMA_URL.replace("_v5.", "_v" + "9" * 5000 + "."), True),
     ],
 )
 def test_a_newer_schema_version_refuses_the_list_whole(
