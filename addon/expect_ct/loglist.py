@@ -160,8 +160,9 @@ class LogList:
     operators: tuple[str, ...] = ()
     is_all_logs: bool | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
-    # Problems that did not stop the list from loading: at most one line per kind (logs in
-    # states the parser does not know, mimic logs). The caller decides how to show them.
+    # Problems that did not stop the list from loading: at most one line per kind (entries
+    # skipped as unreadable, logs in states the parser does not know, mimic logs), each
+    # printable and bounded. The caller decides how to show them.
     warnings: tuple[str, ...] = ()
 
     def get(self, log_id: bytes) -> Log | None:
@@ -427,7 +428,7 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-# At most this many skipped entries are spelled out in the warning; the rest are counted.
+# At most this many skipped entries (logs, states) are spelled out in a warning.
 _SKIPPED_SHOWN = 5
 
 
@@ -445,7 +446,8 @@ def _list_warnings(logs: Iterable[Log], skipped: list[str]) -> tuple[str, ...]:
     listed = list(logs)
     unknown = [log for log in listed if log.unknown_state is not None]
     if unknown:
-        states = ", ".join(sorted({_shown(log.unknown_state or "") for log in unknown}))
+        names = sorted({_shown(log.unknown_state or "") for log in unknown})
+        states = ", ".join(names[:_SKIPPED_SHOWN]) + (", …" if len(names) > _SKIPPED_SHOWN else "")
         warnings.append(
             f"{_count(len(unknown), 'log', 'logs')} in a state this parser does not know "
             f"({states}); their SCTs are not counted (U1-U4): {_names(unknown)}"

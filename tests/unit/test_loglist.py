@@ -429,6 +429,18 @@ def test_warnings_escape_and_bound_what_the_list_says(logs: dict[str, pki.TestLo
     assert r"'odd\\state\u2028'" in unknown and r"'x\x00x\x00" in unknown
 
 
+def test_many_unknown_states_are_named_up_to_five(logs: dict[str, pki.TestLog]) -> None:
+    # U4: one bounded line however many distinct state names a list invents.
+    odd = [pki.make_log(f"Odd {n}", "Odd") for n in range(12)]
+    document = pki.log_list_json([pki.LogEntry(logs["a"]), *map(pki.LogEntry, odd)])
+    for n, entry in enumerate(document["operators"][1]["logs"]):
+        entry["state"] = {f"state{n:02}" + "z" * 200: {}}
+    (warning,) = LogList.from_json(document, source="odd.json").warnings
+    assert warning.startswith("12 logs in a state this parser does not know ('state00zzz")
+    assert "'state04z" in warning and "'state05z" not in warning and ", …); " in warning
+    assert warning.endswith("'Odd 3', 'Odd 4' and 7 more") and len(warning) < 1000
+
+
 def test_validate_accepts_a_list_with_a_skipped_entry(logs: dict[str, pki.TestLog]) -> None:
     # The updater installs such a list (shipped clients use it too) and its warning stays
     # on the list; it still refuses one whose readable logs are none usable.
