@@ -6,8 +6,12 @@ array whose entries hold ``logs`` (RFC 6962) and ``tiled_logs`` (static-ct-api).
 top-level fields differ: Google has ``version``/``log_list_timestamp``, Apple has ``$schema``,
 ``assetVersion`` and ``version``, and Apple's ``state`` objects carry an extra ``version``.
 
-Pure: no mitmproxy import. Every problem raises InvalidLogList naming the file and the JSON
-path of the offending value.
+Pure: no mitmproxy import. Like the shipped clients (C11, A11), a log entry that cannot be
+read (key, id, state, dates...) is skipped and the rest of the list kept, with one line in
+``LogList.warnings`` naming the skipped entries. InvalidLogList, naming the file and the JSON
+path of the offending value, refuses a list whole only when it is not a log list at all (not
+JSON, wrong top-level shape or fields, no ``operators``), when no log entry in it can be read,
+or (UnsupportedLogList) when it declares a schema version newer than this parser reads.
 
 Licence note: Chrome's log lists may not be used to facilitate CT enforcement in TLS clients
 other than Chrome without written permission (GoogleChrome/CertificateTransparency
@@ -23,6 +27,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import types
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -65,6 +70,18 @@ ADMISSIBLE_STATES = frozenset({LogState.QUALIFIED, LogState.USABLE, LogState.REA
 
 class InvalidLogList(ValueError):
     """A log list cannot be read or does not follow the v3/Apple schema."""
+
+
+class UnsupportedLogList(InvalidLogList):
+    """A log list declaring a schema version newer than this parser reads. Chrome refuses a
+    list whose compatibility_version exceeds its own and keeps the old one (C11); trustd skips
+    an asset of another compatibility version (A11). JSON lists carry their version in
+    ``$schema`` (Apple ``log_list_schema_v5.json``, Google ``.../log_list/v3/...``)."""
+
+
+# The newest schema versions this parser reads. Lists without a ``$schema`` (Google's v3
+# lists have none) are read as v3/v5 by their fields.
+MAX_SCHEMA_VERSION = types.MappingProxyType({"google": 3, "apple": 5})
 
 
 def datetime_to_ms(value: datetime) -> int:
@@ -143,8 +160,9 @@ class LogList:
     operators: tuple[str, ...] = ()
     is_all_logs: bool | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
-    # Problems that did not stop the list from loading: at most one line per kind (logs in
-    # states the parser does not know, mimic logs). The caller decides how to show them.
+    # Problems that did not stop the list from loading: at most one line per kind (entries
+    # skipped as unreadable, logs in states the parser does not know, mimic logs), each
+    # printable and bounded. The caller decides how to show them.
     warnings: tuple[str, ...] = ()
 
     def get(self, log_id: bytes) -> Log | None:
@@ -231,9 +249,15 @@ class _Problem(Exception):
         super().__init__(f"{where}: {what}")
 
 
+class _Unsupported(_Problem):
+    """Internal: a schema version newer than MAX_SCHEMA_VERSION; becomes UnsupportedLogList."""
+
+
 def _parse_document(document: object, source: str) -> LogList:
     try:
         return _parse_root(document, source)
+    except _Unsupported as e:
+        raise UnsupportedLogList(f"{source}: {e}") from None
     except _Problem as e:
         raise InvalidLogList(f"{source}: {e}") from None
 
@@ -250,6 +274,35 @@ def _detect_schema(root: Mapping[str, Any]) -> str:
     return "google-v3"
 
 
+# Apple: .../schema_versions/log_list_schema_v5.json; Google: .../ct/log_list/v3/....
+_SCHEMA_VERSION_PATTERNS = (
+    ("apple", re.compile(r"log_list_schema_v(\d+)\.json")),
+    ("google", re.compile(r"/ct/log_list/v(\d+)/")),
+)
+
+
+def _check_schema_version(root: Mapping[str, Any]) -> None:
+    """C11/A11: a list of a newer format than ours is refused whole, so the list in force
+    stays (and, once it is too old, enforcement stops: C10/A10) rather than half-read."""
+    schema_url = root.get("$schema")
+    if not isinstance(schema_url, str):
+        return
+    for family, pattern in _SCHEMA_VERSION_PATTERNS:
+        match = pattern.search(schema_url)
+        if match is None:
+            continue
+        digits, supported = match[1].lstrip("0") or "0", MAX_SCHEMA_VERSION[family]
+        # Compared by length first: int() of thousands of digits raises ValueError.
+        if len(digits) > 6 or int(digits) > supported:
+            raise _Unsupported(
+                "$schema",
+                f"{_shown(schema_url, 160)} is {family} schema v{digits[:12]}, newer than the "
+                f"v{supported} this parser reads; a list of a newer format is refused whole, "
+                "as Chrome (C11) and Apple (A11) refuse one",
+            )
+        return
+
+
 def _parse_root(document: object, source: str) -> LogList:
     if not isinstance(document, Mapping):
         raise _Problem("top level", f"expected a JSON object, got {_json_type(document)}")
@@ -262,34 +315,11 @@ def _parse_root(document: object, source: str) -> LogList:
             )
         raise _Problem("top level", "missing required field 'operators'")
     operators = _expect_array(operators, "operators")
+    _check_schema_version(document)
     schema = _detect_schema(document)
 
-    logs: dict[bytes, Log] = {}
-    operator_names: list[str] = []
-    for op_index, operator in enumerate(operators):
-        where = f"operators[{op_index}]"
-        operator = _expect_object(operator, where)
-        name = _expect_str(_require(operator, "name", where), f"{where}.name")
-        operator_names.append(name)
-        for kind, tiled in (("logs", False), ("tiled_logs", True)):
-            entries = operator.get(kind)
-            if entries is None:
-                # The v3 schema requires both arrays, but older snapshots predate tiled_logs.
-                if kind == "tiled_logs":
-                    continue
-                raise _Problem(where, f"missing required field '{kind}'")
-            entries = _expect_array(entries, f"{where}.{kind}")
-            for log_index, entry in enumerate(entries):
-                log_where = f"{where}.{kind}[{log_index}]"
-                log = _parse_log(entry, name, tiled, log_where)
-                if log.log_id in logs:
-                    raise _Problem(
-                        log_where,
-                        f"duplicate log_id {base64.b64encode(log.log_id).decode()} "
-                        f"(also {logs[log.log_id].description!r})",
-                    )
-                logs[log.log_id] = log
-
+    # Top-level fields are read before any entry: a list whose own timestamp or version
+    # cannot be read is not skipped around (its age decides whether CT is enforced, C10).
     timestamp = None
     if "log_list_timestamp" in document:
         timestamp = _parse_time(document["log_list_timestamp"], "log_list_timestamp")
@@ -299,6 +329,19 @@ def _parse_root(document: object, source: str) -> LogList:
     is_all_logs = document.get("is_all_logs")
     if is_all_logs is not None and not isinstance(is_all_logs, bool):
         raise _Problem("is_all_logs", f"expected a boolean, got {_json_type(is_all_logs)}")
+
+    logs: dict[bytes, Log] = {}
+    operator_names: list[str] = []
+    skipped: list[str] = []
+    for op_index, operator in enumerate(operators):
+        _parse_operator(operator, f"operators[{op_index}]", logs, operator_names, skipped)
+    if skipped and not logs:
+        raise _Problem(
+            "operators",
+            f"no log entry can be read ({_count(len(skipped), 'entry', 'entries')} "
+            f"unreadable); first: {skipped[0]}",
+        )
+
     extra = {
         key: document[key]
         for key in ("$schema", "assetVersion", "assetVersionV2")
@@ -313,29 +356,118 @@ def _parse_root(document: object, source: str) -> LogList:
         operators=tuple(operator_names),
         is_all_logs=is_all_logs,
         extra=types.MappingProxyType(extra),
-        warnings=_list_warnings(logs.values()),
+        warnings=_list_warnings(logs.values(), skipped),
     )
 
 
-def _list_warnings(logs: Iterable[Log]) -> tuple[str, ...]:
-    """One line per kind of problem that leaves the list usable (U1-U4, C12)."""
+def _parse_operator(
+    operator: object,
+    where: str,
+    logs: dict[bytes, Log],
+    operator_names: list[str],
+    skipped: list[str],
+) -> None:
+    """Add one operator's readable logs to ``logs``; note each unreadable part in ``skipped``
+    and go on (C11, A11: an unreadable entry is skipped, the rest of the list kept)."""
+    try:
+        operator = _expect_object(operator, where)
+        name = _expect_str(_require(operator, "name", where), f"{where}.name")
+    except _Problem as e:
+        # Without a readable name its logs have no operator to count for diversity.
+        skipped.append(_bounded(f"{e} (the operator and its logs skipped)"))
+        return
+    operator_names.append(name)
+    for kind, tiled in (("logs", False), ("tiled_logs", True)):
+        entries = operator.get(kind)
+        if entries is None:
+            # The v3 schema requires both arrays, but older snapshots predate tiled_logs.
+            if kind == "logs":
+                skipped.append(f"{where}: missing required field 'logs' (operator {_shown(name)})")
+            continue
+        if not isinstance(entries, list):
+            skipped.append(f"{where}.{kind}: expected an array, got {_json_type(entries)}")
+            continue
+        for log_index, entry in enumerate(entries):
+            log_where = f"{where}.{kind}[{log_index}]"
+            try:
+                log = _parse_log(entry, name, tiled, log_where)
+            except _Problem as e:
+                skipped.append(_bounded(f"{e}{_entry_label(entry)}"))
+                continue
+            if log.log_id in logs:
+                # The first entry stays; a second one for the same log is not a second log.
+                skipped.append(
+                    f"{log_where}: duplicate log_id {_b64(log.log_id)} "
+                    f"(also {_shown(logs[log.log_id].description)})"
+                )
+                continue
+            logs[log.log_id] = log
+
+
+def _entry_label(entry: object) -> str:
+    """`` (log 'Argon 2026')`` for a skipped entry whose description can be read."""
+    if isinstance(entry, Mapping) and isinstance(entry.get("description"), str):
+        return f" (log {_shown(entry['description'])})"
+    return ""
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """Text from a list in a one-line message: quoted and escaped as a Python literal
+    (controls, bidi overrides, backslashes), and bounded."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def _bounded(note: str, limit: int = 300) -> str:
+    """A problem note cut to a length a log line can carry (a hostile list may hold a
+    megabyte-long date); its values are already escaped by _shown or repr."""
+    return note if len(note) <= limit else note[: limit - 1] + "…"
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+# At most this many skipped entries (logs, states) are spelled out in a warning.
+_SKIPPED_SHOWN = 5
+
+
+def _list_warnings(logs: Iterable[Log], skipped: list[str]) -> tuple[str, ...]:
+    """One line per kind of problem that leaves the list usable (C11/A11, U1-U4, C12)."""
     warnings = []
-    unknown = [log for log in logs if log.unknown_state is not None]
-    if unknown:
-        states = ", ".join(sorted({repr(log.unknown_state) for log in unknown}))
-        names = ", ".join(log.description or _b64(log.log_id) for log in unknown)
+    if skipped:
+        shown = "; ".join(skipped[:_SKIPPED_SHOWN])
+        more = len(skipped) - _SKIPPED_SHOWN
         warnings.append(
-            f"{len(unknown)} log{'s' * (len(unknown) > 1)} in a state this parser does not know "
-            f"({states}); their SCTs are not counted: {names}"
+            f"{_count(len(skipped), 'log entry', 'log entries')} cannot be read and "
+            f"{'was' if len(skipped) == 1 else 'were'} skipped, the rest of the list is used "
+            f"(C11, A11): {shown}{f'; and {more} more' if more > 0 else ''}"
         )
-    mimics = [log for log in logs if log.mimic]
-    if mimics:
-        names = ", ".join(log.description or _b64(log.log_id) for log in mimics)
+    listed = list(logs)
+    unknown = [log for log in listed if log.unknown_state is not None]
+    if unknown:
+        names = sorted({_shown(log.unknown_state or "") for log in unknown})
+        states = ", ".join(names[:_SKIPPED_SHOWN]) + (", …" if len(names) > _SKIPPED_SHOWN else "")
         warnings.append(
-            f"list names Google's mimic logs, whose private keys are public ({names}); "
-            f"their SCTs are never counted"
+            f"{_count(len(unknown), 'log', 'logs')} in a state this parser does not know "
+            f"({states}); their SCTs are not counted (U1-U4): {_names(unknown)}"
+        )
+    mimics = [log for log in listed if log.mimic]
+    if mimics:
+        warnings.append(
+            f"list names Google's mimic logs, whose private keys are public ({_names(mimics)}); "
+            f"their SCTs are never counted (C12)"
         )
     return tuple(warnings)
+
+
+def _names(logs: list[Log]) -> str:
+    shown = ", ".join(
+        _shown(log.description) if log.description else _b64(log.log_id)
+        for log in logs[:_SKIPPED_SHOWN]
+    )
+    more = len(logs) - _SKIPPED_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def _b64(data: bytes) -> str:

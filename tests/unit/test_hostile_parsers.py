@@ -426,11 +426,13 @@ def paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
 
 
 @st.composite
-def mutated_documents(draw: st.DrawFn, original: Any) -> Any:
-    """``original`` with 1-3 values replaced by arbitrary JSON, or keys deleted."""
+def mutated_documents(draw: st.DrawFn, original: Any, under: tuple[Any, ...] = ()) -> Any:
+    """``original`` with 1-3 values replaced by arbitrary JSON, or keys deleted; only values
+    at or below the path ``under`` when it is given."""
     document = copy.deepcopy(original)
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(list(paths(document))[1:]))
+        inside = [path for path in paths(document) if path[: len(under)] == under]
+        path = draw(st.sampled_from([path for path in inside if path]))
         parent = document
         for step in path[:-1]:
             parent = parent[step]
@@ -457,19 +459,57 @@ def test_log_list_arbitrary_json_raises_only_invalid_log_list(document: Any) -> 
     load_log_list({"operators": [{"name": "x", "logs": [document]}]})
 
 
-@FUZZ
-@given(data=st.data(), schema=st.sampled_from(["google", "apple"]))
-def test_mutated_log_lists_raise_only_invalid_log_list(data: st.DataObject, schema: str) -> None:
-    original = pki.log_list_json(
-        [pki.LogEntry(MATERIAL.log_a, previous_operators=[("Old", datetime.datetime(2020, 1, 1))])],
+def two_operator_list(schema: str) -> dict[str, Any]:
+    """Log A (operator Alpha, with an operator history) and log B (operator Beta)."""
+    return pki.log_list_json(
+        [
+            pki.LogEntry(
+                MATERIAL.log_a, previous_operators=[("Old", datetime.datetime(2020, 1, 1))]
+            ),
+            pki.LogEntry(MATERIAL.log_b, state="readonly"),
+        ],
         schema=schema,
         timestamp=datetime.datetime(2026, 1, 1, tzinfo=UTC),
     )
+
+
+def assert_sound(parsed: LogList) -> None:
+    """What a loaded list promises whatever the input: only logs that were there, typed
+    fields, and warnings that are printable lines of bounded length (C11/A11, U4)."""
+    assert set(parsed.logs) <= {MATERIAL.log_a.log_id, MATERIAL.log_b.log_id}
+    for log in parsed.logs.values():
+        assert log.mmd is None or isinstance(log.mmd, int)
+        assert isinstance(log.description, str) and isinstance(log.operator, str)
+    assert len(parsed.warnings) <= 3
+    for warning in parsed.warnings:
+        assert printable_line(warning) and len(warning) < 3000
+
+
+@FUZZ
+@given(data=st.data(), schema=st.sampled_from(["google", "apple"]))
+def test_mutated_log_lists_raise_only_invalid_log_list(data: st.DataObject, schema: str) -> None:
+    original = two_operator_list(schema)
     assert load_log_list(original) is not None
     parsed = load_log_list(data.draw(mutated_documents(original)))
     if parsed is not None:
-        for log in parsed.logs.values():
-            assert log.mmd is None or isinstance(log.mmd, int)
+        assert_sound(parsed)
+
+
+@FUZZ
+@given(data=st.data(), schema=st.sampled_from(["google", "apple"]))
+def test_a_mutated_log_entry_never_refuses_the_list(data: st.DataObject, schema: str) -> None:
+    # C11 / A11 / U3: whatever happens inside one log entry, the list loads and the other
+    # operator's log is there, unchanged.
+    original = two_operator_list(schema)
+    clean = load_log_list(original)
+    assert clean is not None
+    mutated = data.draw(mutated_documents(original, under=("operators", 0, "logs", 0)))
+    parsed = load_log_list(mutated)
+    assert parsed is not None
+    assert_sound(parsed)
+    assert parsed.get(MATERIAL.log_b.log_id) == clean.get(MATERIAL.log_b.log_id)
+    if parsed.get(MATERIAL.log_a.log_id) is None:
+        assert parsed.warnings and "operators[0].logs[0]" in parsed.warnings[0]
 
 
 def entry(**changes: Any) -> dict[str, Any]:

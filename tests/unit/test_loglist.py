@@ -7,6 +7,7 @@ import copy
 import datetime
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -14,17 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 import support
+from expect_ct import loglist_update as update
 from expect_ct.loglist import InvalidLogList
 from expect_ct.loglist import Log
 from expect_ct.loglist import LogList
 from expect_ct.loglist import LogState
+from expect_ct.loglist import UnsupportedLogList
 from expect_ct.loglist import datetime_to_ms
 from expect_ct.loglist import ms_to_datetime
+from expect_ct.loglist_fetch import FetchOptions
+from expect_ct.policy import POLICIES
+from expect_ct.policy import evaluate
 from support import pki
 
 UTC = datetime.UTC
@@ -266,8 +273,9 @@ def _with_state(document: dict[str, Any], index: int, state: dict[str, Any]) -> 
 
 @pytest.mark.parametrize("schema", ["google", "apple"])
 def test_unknown_states_load_with_one_warning(logs: dict[str, pki.TestLog], schema: str) -> None:
-    # U3: shipped clients keep a list when one log entry is odd; U2: that log counts for
-    # nothing; U4: warn once per list, keep the other logs.
+    # U1: a state object holding only an unknown key is schema-invalid, yet the list loads
+    # and the log stays, with its state name kept. U3: shipped clients keep a list when one
+    # log entry is odd; U2: that log counts for nothing; U4: warn once per list.
     document = pki.log_list_json([pki.LogEntry(logs[name]) for name in "abc"], schema=schema)
     by_id = {entry["log_id"]: entry for op in document["operators"] for entry in op["logs"]}
     by_id[base64.b64encode(logs["b"].log_id).decode()]["state"] = {
@@ -287,6 +295,7 @@ def test_unknown_states_load_with_one_warning(logs: dict[str, pki.TestLog], sche
     assert "2 logs in a state this parser does not know ('expired', 'frozen')" in warning
     assert logs["b"].description in warning and logs["c"].description in warning
     assert logs["a"].description not in warning
+    assert warning.endswith("their SCTs are not counted (U1-U4): 'Beta RSA', 'Gamma tiled'")
 
 
 def test_known_lists_have_no_warnings() -> None:
@@ -329,7 +338,189 @@ def test_mimic_logs_are_flagged_and_warned_about(logs: dict[str, pki.TestLog]) -
     other = parsed.get(logs["a"].log_id)
     assert other is not None and not other.mimic
     assert len(parsed.warnings) == 1
-    assert "mimic logs, whose private keys are public (Mimic 1)" in parsed.warnings[0]
+    assert "mimic logs, whose private keys are public ('Mimic 1')" in parsed.warnings[0]
+
+
+# --- Newer list formats are refused whole (C11, A11).
+
+
+@pytest.mark.parametrize(
+    ("schema_url", "refused"),
+    [
+        (pki.APPLE_SCHEMA_URL, False),
+        (pki.APPLE_SCHEMA_URL.replace("_v5.", "_v4."), False),
+        (pki.APPLE_SCHEMA_URL.replace("_v5.", "_v6."), True),
+        (pki.APPLE_SCHEMA_URL.replace("_v5.", "_v10."), True),
+        ("https://www.gstatic.com/ct/log_list/v3/log_list_schema.json", False),
+        ("https://www.gstatic.com/ct/log_list/v4/log_list_schema.json", True),
+        ("https://example.test/any-other-schema.json", False),
+        (pki.APPLE_SCHEMA_URL.replace("_v5.", "_v005."), False),
+        (pki.APPLE_SCHEMA_URL.replace("_v5.", "_v" + "9" * 5000 + "."), True),
+    ],
+)
+def test_a_newer_schema_version_refuses_the_list_whole(
+    logs: dict[str, pki.TestLog], schema_url: str, refused: bool
+) -> None:
+    # C11: Chrome refuses a list whose compatibility_version exceeds its own and keeps the old
+    # one; A11: trustd skips an asset of another version. JSON lists declare it in $schema.
+    document = pki.log_list_json([pki.LogEntry(logs["a"])], schema="apple")
+    document["$schema"] = schema_url
+    if not refused:
+        assert LogList.from_json(document, source="new.json").get(logs["a"].log_id) is not None
+        return
+    with pytest.raises(UnsupportedLogList, match=r"^new\.json: \$schema: .* newer than the v"):
+        LogList.from_json(document, source="new.json")
+
+
+def test_schema_version_is_checked_before_the_entries(logs: dict[str, pki.TestLog]) -> None:
+    # A newer format is not half-read: its entries are not judged by the old rules.
+    document = pki.log_list_json([pki.LogEntry(logs["a"])], schema="apple")
+    document["$schema"] = pki.APPLE_SCHEMA_URL.replace("_v5.", "_v6.")
+    _log0(document)["key"] = "not base64!"
+    with pytest.raises(UnsupportedLogList, match=r"apple schema v6, newer than the v5"):
+        LogList.from_json(document, source="new.json")
+
+
+def test_a_non_string_schema_is_not_a_version(logs: dict[str, pki.TestLog]) -> None:
+    document = pki.log_list_json([pki.LogEntry(logs["a"])])
+    document["$schema"] = {"v": 99}
+    assert len(LogList.from_json(document, source="s")) == 1
+
+
+# --- One warning line per list, escaped and bounded (C11, A11, U4).
+
+
+def test_many_problems_make_one_warning_line_per_kind(logs: dict[str, pki.TestLog]) -> None:
+    # U4: warn once per list, however many entries are skipped or in unknown states.
+    extra = [pki.make_log(f"Extra {n}", "Extra") for n in range(8)]
+    document = pki.log_list_json(
+        [pki.LogEntry(log) for log in (logs["a"], logs["b"], *extra)], schema="apple"
+    )
+    entries = {entry["description"]: entry for op in document["operators"] for entry in op["logs"]}
+    for n in range(7):
+        entries[f"Extra {n}"]["key"] = "%%%"
+    entries["Extra 7"]["state"] = {"frozen": {"timestamp": "2026-01-01T00:00:00Z"}}
+    parsed = LogList.from_json(document, source="many.json")
+    assert len(parsed) == 3
+    skipped, unknown = parsed.warnings
+    assert skipped.startswith("7 log entries cannot be read and were skipped")
+    for n in range(5):
+        assert f"(log 'Extra {n}')" in skipped
+    assert "'Extra 5'" not in skipped and skipped.endswith("; and 2 more")
+    assert unknown.startswith("1 log in a state this parser does not know ('frozen')")
+    assert unknown.endswith("their SCTs are not counted (U1-U4): 'Extra 7'")
+
+
+def test_warnings_escape_and_bound_what_the_list_says(logs: dict[str, pki.TestLog]) -> None:
+    # Descriptions and state names come from a downloaded file: a warning is one printable
+    # line, escaped like records.one_line (Python literal syntax), of bounded length.
+    hostile = "evil\x1b[31m\u202e\n" + "x" * 5000
+    document = pki.log_list_json([pki.LogEntry(logs["a"]), pki.LogEntry(logs["b"])])
+    _log0(document)["description"] = hostile
+    _log0(document)["key"] = "!!"
+    beta = document["operators"][1]["logs"][0]
+    beta["description"] = "odd\\state\u2028"
+    beta["state"] = {"x\x00" * 3000: {}}
+    parsed = LogList.from_json(document, source="hostile.json")
+    skipped, unknown = parsed.warnings
+    for warning in parsed.warnings:
+        assert warning.isprintable() and len(warning) < 1000
+    assert r"(log 'evil\x1b[31m\u202e\nxxx" in skipped
+    assert r"'odd\\state\u2028'" in unknown and r"'x\x00x\x00" in unknown
+
+
+def test_many_unknown_states_are_named_up_to_five(logs: dict[str, pki.TestLog]) -> None:
+    # U4: one bounded line however many distinct state names a list invents.
+    odd = [pki.make_log(f"Odd {n}", "Odd") for n in range(12)]
+    document = pki.log_list_json([pki.LogEntry(logs["a"]), *map(pki.LogEntry, odd)])
+    for n, entry in enumerate(document["operators"][1]["logs"]):
+        entry["state"] = {f"state{n:02}" + "z" * 200: {}}
+    (warning,) = LogList.from_json(document, source="odd.json").warnings
+    assert warning.startswith("12 logs in a state this parser does not know ('state00zzz")
+    assert "'state04z" in warning and "'state05z" not in warning and ", …); " in warning
+    assert warning.endswith("'Odd 3', 'Odd 4' and 7 more") and len(warning) < 1000
+
+
+def test_validate_accepts_a_list_with_a_skipped_entry(logs: dict[str, pki.TestLog]) -> None:
+    # The updater installs such a list (shipped clients use it too) and its warning stays
+    # on the list; it still refuses one whose readable logs are none usable.
+    document = pki.log_list_json([pki.LogEntry(logs["a"]), pki.LogEntry(logs["b"])])
+    document["operators"][1]["logs"][0]["log_id"] = "AAAA"
+    validated = update.validate(json.dumps(document).encode(), source="mirror")
+    assert list(validated.logs) == [logs["a"].log_id]
+    assert "operators[1].logs[0].log_id: does not match SHA-256" in validated.warnings[0]
+    _log0(document)["state"] = {"rejected": {"timestamp": "2026-01-01T00:00:00Z"}}
+    with pytest.raises(InvalidLogList, match="mirror lists no usable CT logs"):
+        update.validate(json.dumps(document).encode(), source="mirror")
+    _log0(document)["key"] = "AAAA"
+    with pytest.raises(InvalidLogList, match="mirror: operators: no log entry can be read"):
+        update.validate(json.dumps(document).encode(), source="mirror")
+
+
+def test_updater_installs_a_list_with_a_skipped_entry(
+    logs: dict[str, pki.TestLog], tmp_path: Path
+) -> None:
+    document = pki.log_list_json([pki.LogEntry(logs["a"]), pki.LogEntry(logs["b"])])
+    document["operators"][1]["logs"][0]["mmd"] = "one day"
+    source = tmp_path / "offered.json"
+    source.write_text(json.dumps(document))
+    out = tmp_path / "confdir" / "expect-ct-log-list.json"
+    result = update.attempt(
+        update.Source(str(source), path=str(source)), str(out), None, FetchOptions()
+    )
+    assert result.outcome == update.UPDATED and result.error is None
+    assert result.current is not None and len(result.current.log_list) == 1
+    assert result.event()["logs"] == 1
+    assert out.read_bytes() == source.read_bytes()
+    reloaded = update.load_installed(str(out))
+    assert reloaded is not None and "mmd: expected a whole number" in reloaded.log_list.warnings[0]
+
+
+# --- U2 with real SCTs: unknown-state and skipped logs never count, under every policy.
+
+
+@pytest.fixture(scope="module")
+def issued(logs: dict[str, pki.TestLog]) -> tuple[x509.Certificate, x509.Certificate, LogList]:
+    root = pki.make_root("U Root")
+    inter = pki.make_intermediate(root, "U CA")
+    odd = pki.make_log("Odd state", "Odd Op")
+    broken = pki.make_log("Broken entry", "Broken Op")
+    now = pki.now_ms() - 60_000
+    leaf, _ = pki.make_leaf(
+        inter,
+        embedded=[(odd, now), (broken, now), (logs["a"], now), (logs["c"], now)],
+    )
+    document = pki.log_list_json(
+        [pki.LogEntry(log) for log in (odd, broken, logs["a"], logs["c"])],
+        timestamp=datetime.datetime.now(UTC),
+    )
+    entries = {entry["description"]: entry for op in document["operators"] for entry in op["logs"]}
+    entries["Odd state"]["state"] = {"expired": {"timestamp": "2026-01-01T00:00:00Z"}}
+    entries["Broken entry"]["state"] = {"usable": {"timestamp": "last week"}}
+    listing = LogList.from_json(document, source="u.json")
+    return leaf, inter.cert, listing
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_unknown_state_and_skipped_logs_never_count(
+    issued: tuple[x509.Certificate, x509.Certificate, LogList], policy: str
+) -> None:
+    # U2: a log in a state no policy names satisfies no requirement (chrome, chrome-pre148,
+    # apple alike); C11/A11: a skipped entry's log is simply not in the list; the other two
+    # logs (two operators) still make the certificate compliant.
+    leaf, issuer, listing = issued
+    assert len(listing) == 3 and len(listing.warnings) == 2
+    verdict = evaluate([leaf, issuer], log_list=listing, policy=policy)
+    assert [(c.status, c.counted) for c in verdict.scts] == [
+        ("valid", False),
+        ("unknown", False),
+        ("valid", True),
+        ("valid", True),
+    ]
+    assert verdict.compliant, verdict.reasons
+    assert "'expired' is unknown to this parser" in verdict.scts[0].why
+    assert verdict.scts[0].why.endswith("(U2)")
+    assert verdict.scts[1].log is None and "log not in the log list" in verdict.scts[1].why
 
 
 # --- previous_operators.
@@ -368,7 +559,7 @@ def test_millisecond_conversion_is_exact() -> None:
     assert ms_to_datetime(1772992980455) == moment
 
 
-# --- Malformed lists.
+# --- Malformed lists: refused whole (not a log list, newer format) or entry by entry.
 
 Mutation = Callable[[dict[str, Any]], object]
 
@@ -406,6 +597,11 @@ def _duplicate_log(doc: dict[str, Any]) -> object:
     return doc
 
 
+def _operator0_is_a_number(doc: dict[str, Any]) -> object:
+    doc["operators"][0] = 1
+    return doc
+
+
 def _swap_log_ids(doc: dict[str, Any]) -> object:
     other = doc["operators"][1]["logs"][0]
     _log0(doc)["log_id"], other["log_id"] = other["log_id"], _log0(doc)["log_id"]
@@ -414,7 +610,8 @@ def _swap_log_ids(doc: dict[str, Any]) -> object:
 
 OTHER_KEY = base64.b64encode(b"\x30\x00").decode()
 
-MALFORMED: list[tuple[str, Mutation, str]] = [
+# Not a log list at all, or no entry in it readable: refused whole, whatever the entries.
+NOT_A_LOG_LIST: list[tuple[str, Mutation, str]] = [
     ("not JSON", lambda doc: b'{"operators": [', r"not valid JSON: .* line 1 column 16"),
     ("not UTF-8", lambda doc: b"\xff\xfe{}", r"not valid JSON"),
     ("top level array", lambda doc: [doc], r"top level: expected a JSON object, got array"),
@@ -429,109 +626,41 @@ MALFORMED: list[tuple[str, Mutation, str]] = [
         _set(_top, "operators", {}),
         r"operators: expected an array, got object",
     ),
-    ("operator not object", _set(_top, "operators", [1]), r"operators\[0\]: expected an object"),
-    (
-        "operator without name",
-        _delete(_op0, "name"),
-        r"operators\[0\]: missing required field 'name'",
-    ),
-    (
-        "operator name number",
-        _set(_op0, "name", 7),
-        r"operators\[0\]\.name: expected a string, got number",
-    ),
-    ("missing logs", _delete(_op0, "logs"), r"operators\[0\]: missing required field 'logs'"),
-    (
-        "logs not array",
-        _set(_op0, "logs", "x"),
-        r"operators\[0\]\.logs: expected an array, got string",
-    ),
-    (
-        "tiled_logs not array",
-        _set(_op0, "tiled_logs", {}),
-        r"operators\[0\]\.tiled_logs: expected an array",
-    ),
-    (
-        "log not object",
-        _set(_op0, "logs", [None]),
-        r"operators\[0\]\.logs\[0\]: expected an object, got null",
-    ),
-    ("missing key", _delete(_log0, "key"), r"logs\[0\]: missing required field 'key'"),
-    ("missing log_id", _delete(_log0, "log_id"), r"logs\[0\]: missing required field 'log_id'"),
-    ("key not string", _set(_log0, "key", True), r"logs\[0\]\.key: expected a string, got boolean"),
-    ("bad base64 key", _set(_log0, "key", "not base64!"), r"logs\[0\]\.key: not valid base64"),
-    ("bad base64 padding", _set(_log0, "log_id", "AAA"), r"logs\[0\]\.log_id: not valid base64"),
-    ("empty key", _set(_log0, "key", ""), r"logs\[0\]\.key: is empty"),
-    (
-        "log_id not hash of key",
-        _set(_log0, "key", OTHER_KEY),
-        r"log_id: does not match SHA-256 of the key",
-    ),
-    (
-        "swapped log ids",
-        _swap_log_ids,
-        r"operators\[0\]\.logs\[0\]\.log_id: does not match SHA-256",
-    ),
-    (
-        "duplicate log",
-        _duplicate_log,
-        r"operators\[1\]\.logs\[1\]: duplicate log_id .* \(also 'Alpha 2026'\)",
-    ),
-    ("description number", _set(_log0, "description", 3), r"description: expected a string"),
-    ("url not string", _set(_log0, "url", ["x"]), r"logs\[0\]\.url: expected a string, got array"),
-    ("mmd string", _set(_log0, "mmd", "86400"), r"mmd: expected a whole number of seconds"),
-    ("mmd fraction", _set(_log0, "mmd", 1.5), r"mmd: expected a whole number of seconds"),
-    ("state not object", _set(_log0, "state", "usable"), r"state: expected an object, got string"),
-    ("empty state", _set(_log0, "state", {}), r"state: expected exactly one state, found nothing"),
-    (
-        "two states",
-        _set(_log0, "state", {"usable": {"timestamp": "2020-01-01T00:00:00Z"}, "retired": {}}),
-        r"state: expected exactly one state, found retired, usable",
-    ),
-    (
-        "state without timestamp",
-        _set(_log0, "state", {"usable": {}}),
-        r"state\.usable: missing required field 'timestamp'",
-    ),
-    (
-        "bad state timestamp",
-        _set(_log0, "state", {"usable": {"timestamp": "yesterday"}}),
-        r"state\.usable\.timestamp: not an RFC 3339 date-time: 'yesterday'",
-    ),
-    (
-        "naive timestamp",
-        _set(_log0, "state", {"usable": {"timestamp": "2020-01-01T00:00:00"}}),
-        r"date-time has no time zone",
-    ),
-    (
-        "temporal interval incomplete",
-        _set(_log0, "temporal_interval", {"start_inclusive": "2020-01-01T00:00:00Z"}),
-        r"temporal_interval: missing required field 'end_exclusive'",
-    ),
-    (
-        "previous operators not array",
-        _set(_log0, "previous_operators", {"name": "x"}),
-        r"previous_operators: expected an array",
-    ),
-    (
-        "previous operator without end_time",
-        _set(_log0, "previous_operators", [{"name": "x"}]),
-        r"previous_operators\[0\]: missing required field 'end_time'",
-    ),
     (
         "bad list timestamp",
         _set(_top, "log_list_timestamp", 5),
         r"log_list_timestamp: expected a string",
     ),
+    (
+        "list timestamp not a date",
+        _set(_top, "log_list_timestamp", "2026-13-01T00:00:00Z"),
+        r"log_list_timestamp: not an RFC 3339 date-time",
+    ),
+    ("version object", _set(_top, "version", {}), r"version: expected a string, got object"),
     ("is_all_logs string", _set(_top, "is_all_logs", "yes"), r"is_all_logs: expected a boolean"),
+    # U3 / C11: a list whose every entry is unreadable is no list of logs.
+    (
+        "only operator not object",
+        _set(_top, "operators", [1]),
+        r"operators: no log entry can be read \(1 entry unreadable\); "
+        r"first: operators\[0\]: expected an object, got number \(the operator and its logs",
+    ),
+    (
+        "swapped log ids",
+        _swap_log_ids,
+        r"no log entry can be read \(2 entries unreadable\); "
+        r"first: operators\[0\]\.logs\[0\]\.log_id: does not match SHA-256 of the key "
+        r"\(log 'Alpha 2026'\)",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
     ("mutate", "message"),
-    [pytest.param(mutate, message, id=name) for name, mutate, message in MALFORMED],
+    [pytest.param(mutate, message, id=name) for name, mutate, message in NOT_A_LOG_LIST],
 )
-def test_malformed_lists(logs: dict[str, pki.TestLog], mutate: Mutation, message: str) -> None:
+def test_lists_refused_whole(logs: dict[str, pki.TestLog], mutate: Mutation, message: str) -> None:
+    # C11 / A11: refused whole only when it is not a log list at all.
     document = pki.log_list_json(
         [pki.LogEntry(logs["a"]), pki.LogEntry(logs["b"], state="retired")],
         timestamp=datetime.datetime(2026, 1, 1, tzinfo=UTC),
@@ -540,6 +669,210 @@ def test_malformed_lists(logs: dict[str, pki.TestLog], mutate: Mutation, message
     with pytest.raises(InvalidLogList, match=message) as excinfo:
         LogList.from_json(data, source="my-list.json")  # type: ignore[arg-type]
     assert str(excinfo.value).startswith("my-list.json: ")
+    assert not isinstance(excinfo.value, UnsupportedLogList)
+
+
+# One unreadable part of operator 0 ("Alpha"): (id, mutation, message, whether Alpha's log
+# "Alpha 2026" survives it). Operator 1 ("Beta") is untouched and always kept.
+UNREADABLE_ENTRIES: list[tuple[str, Mutation, str, bool]] = [
+    (
+        "operator not object",
+        _operator0_is_a_number,
+        r"operators\[0\]: expected an object, got number \(the operator and its logs skipped\)",
+        False,
+    ),
+    (
+        "operator without name",
+        _delete(_op0, "name"),
+        r"operators\[0\]: missing required field 'name' \(the operator and its logs skipped\)",
+        False,
+    ),
+    (
+        "operator name number",
+        _set(_op0, "name", 7),
+        r"operators\[0\]\.name: expected a string, got number",
+        False,
+    ),
+    (
+        "missing logs",
+        _delete(_op0, "logs"),
+        r"operators\[0\]: missing required field 'logs' \(operator 'Alpha'\)",
+        False,
+    ),
+    (
+        "logs not array",
+        _set(_op0, "logs", "x"),
+        r"operators\[0\]\.logs: expected an array, got string",
+        False,
+    ),
+    (
+        "tiled_logs not array",
+        _set(_op0, "tiled_logs", {}),
+        r"operators\[0\]\.tiled_logs: expected an array, got object",
+        True,
+    ),
+    (
+        "log not object",
+        _set(_op0, "logs", [None]),
+        r"operators\[0\]\.logs\[0\]: expected an object, got null",
+        False,
+    ),
+    (
+        "missing key",
+        _delete(_log0, "key"),
+        r"logs\[0\]: missing required field 'key' \(log 'Alpha 2026'\)",
+        False,
+    ),
+    (
+        "missing log_id",
+        _delete(_log0, "log_id"),
+        r"logs\[0\]: missing required field 'log_id'",
+        False,
+    ),
+    (
+        "key not string",
+        _set(_log0, "key", True),
+        r"logs\[0\]\.key: expected a string, got boolean",
+        False,
+    ),
+    (
+        "bad base64 key",
+        _set(_log0, "key", "not base64!"),
+        r"logs\[0\]\.key: not valid base64",
+        False,
+    ),
+    (
+        "bad base64 padding",
+        _set(_log0, "log_id", "AAA"),
+        r"logs\[0\]\.log_id: not valid base64",
+        False,
+    ),
+    ("empty key", _set(_log0, "key", ""), r"logs\[0\]\.key: is empty", False),
+    (
+        "log_id not hash of key",
+        _set(_log0, "key", OTHER_KEY),
+        r"logs\[0\]\.log_id: does not match SHA-256 of the key \(log 'Alpha 2026'\)",
+        False,
+    ),
+    (
+        "duplicate log",
+        _duplicate_log,
+        r"operators\[1\]\.logs\[1\]: duplicate log_id \S+ \(also 'Alpha 2026'\)",
+        True,
+    ),
+    ("description number", _set(_log0, "description", 3), r"description: expected a string", False),
+    (
+        "url not string",
+        _set(_log0, "url", ["x"]),
+        r"logs\[0\]\.url: expected a string, got array",
+        False,
+    ),
+    ("mmd string", _set(_log0, "mmd", "86400"), r"mmd: expected a whole number of seconds", False),
+    ("mmd fraction", _set(_log0, "mmd", 1.5), r"mmd: expected a whole number of seconds", False),
+    (
+        "state not object",
+        _set(_log0, "state", "usable"),
+        r"state: expected an object, got string",
+        False,
+    ),
+    (
+        "empty state",
+        _set(_log0, "state", {}),
+        r"state: expected exactly one state, found nothing",
+        False,
+    ),
+    (
+        "two states",
+        _set(_log0, "state", {"usable": {"timestamp": "2020-01-01T00:00:00Z"}, "retired": {}}),
+        r"state: expected exactly one state, found retired, usable",
+        False,
+    ),
+    (
+        "state without timestamp",
+        _set(_log0, "state", {"usable": {}}),
+        r"state\.usable: missing required field 'timestamp'",
+        False,
+    ),
+    (
+        "bad state timestamp",
+        _set(_log0, "state", {"usable": {"timestamp": "yesterday"}}),
+        r"state\.usable\.timestamp: not an RFC 3339 date-time: 'yesterday'",
+        False,
+    ),
+    (
+        "naive timestamp",
+        _set(_log0, "state", {"usable": {"timestamp": "2020-01-01T00:00:00"}}),
+        r"date-time has no time zone",
+        False,
+    ),
+    (
+        "temporal interval incomplete",
+        _set(_log0, "temporal_interval", {"start_inclusive": "2020-01-01T00:00:00Z"}),
+        r"temporal_interval: missing required field 'end_exclusive'",
+        False,
+    ),
+    (
+        "previous operators not array",
+        _set(_log0, "previous_operators", {"name": "x"}),
+        r"previous_operators: expected an array",
+        False,
+    ),
+    (
+        "previous operator without end_time",
+        _set(_log0, "previous_operators", [{"name": "x"}]),
+        r"previous_operators\[0\]: missing required field 'end_time'",
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize("schema", ["google", "apple"])
+@pytest.mark.parametrize(
+    ("mutate", "message", "alpha_kept"),
+    [pytest.param(m, message, kept, id=name) for name, m, message, kept in UNREADABLE_ENTRIES],
+)
+def test_one_unreadable_entry_is_skipped_the_rest_kept(
+    logs: dict[str, pki.TestLog], schema: str, mutate: Mutation, message: str, alpha_kept: bool
+) -> None:
+    # C11 (Chrome skips an entry whose id or key cannot be decoded), A11 (trustd skips an
+    # unreadable entry), U3 (no shipped client refuses a whole list over one entry): the
+    # entry goes, the list stays, and U4 one warning line says which entry and why.
+    document = pki.log_list_json(
+        [pki.LogEntry(logs["a"]), pki.LogEntry(logs["b"], state="retired")],
+        timestamp=datetime.datetime(2026, 1, 1, tzinfo=UTC),
+        schema=schema,
+    )
+    parsed = LogList.from_json(mutate(copy.deepcopy(document)), source="my-list.json")  # type: ignore[arg-type]
+    beta = parsed.get(logs["b"].log_id)
+    assert beta is not None and beta.state is LogState.RETIRED and beta.operator == "Beta"
+    assert (parsed.get(logs["a"].log_id) is not None) is alpha_kept
+    assert len(parsed) == 1 + alpha_kept
+    (warning,) = parsed.warnings
+    assert warning.startswith(
+        "1 log entry cannot be read and was skipped, the rest of the list is used (C11, A11): "
+    )
+    assert re.search(message, warning), warning
+    assert warning.isprintable()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        pytest.param(m, message, id=name)
+        for name, m, message, kept in UNREADABLE_ENTRIES
+        if not kept
+    ],
+)
+def test_a_list_whose_only_entry_is_unreadable_is_refused(
+    logs: dict[str, pki.TestLog], mutate: Mutation, message: str
+) -> None:
+    # A list that ends with no log at all is not a log list: refused, naming the entry.
+    document = pki.log_list_json([pki.LogEntry(logs["a"])])
+    with pytest.raises(
+        InvalidLogList, match=r"^solo\.json: operators: no log entry can be read"
+    ) as excinfo:
+        LogList.from_json(mutate(copy.deepcopy(document)), source="solo.json")  # type: ignore[arg-type]
+    assert re.search(message, str(excinfo.value)), excinfo.value
 
 
 def test_malformed_file_names_the_path(tmp_path: Path) -> None:
@@ -551,3 +884,4 @@ def test_malformed_file_names_the_path(tmp_path: Path) -> None:
 
 def test_invalid_log_list_is_a_value_error() -> None:
     assert issubclass(InvalidLogList, ValueError)
+    assert issubclass(UnsupportedLogList, InvalidLogList)
