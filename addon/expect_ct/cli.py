@@ -150,7 +150,7 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
 
 # Run with the addon built in; kept here (not imported from addon.py) so that the other
 # commands never import mitmproxy.
-LAUNCHED_TOOLS = ("mitmdump", "mitmweb")
+LAUNCHED_TOOLS = ("mitmdump", "mitmweb", "mitmproxy")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -283,15 +283,23 @@ class KnownHostStore:
     One connection per object, usable from any thread (calls are serialised by a lock); open
     as many objects, in as many processes, on one file as needed. Every write is committed
     before the method returns. Database failures raise StoreError; invalid hosts and
-    arguments raise ValueError.
+    arguments raise ValueError. The file's directory is created unless ``create_directory`` is
+    false, when a missing directory is a StoreError.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, max_age_cap: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_age_cap: int | None = None,
+        create_directory: bool = True,
+    ) -> None:
         if max_age_cap is not None and max_age_cap < 1:
             raise ValueError(f"max_age_cap must be a positive number of seconds, not {max_age_cap}")
         self._max_age_cap = max_age_cap
         raw = os.fspath(path)
         self._path = raw if raw == ":memory:" else os.path.expanduser(raw)
+        self._create_directory = create_directory
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = self._open()
 
@@ -360,6 +368,13 @@ class KnownHostStore:
         )
 
     def _make_directory(self, directory: Path) -> None:
+        if not self._create_directory:
+            if not directory.is_dir():
+                raise StoreError(
+                    f"the directory {directory} of the Expect-CT store {self._path} does not "
+                    "exist. Create it, or pass expect_ct_store=<path in an existing directory>."
+                )
+            return
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
