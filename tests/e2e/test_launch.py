@@ -320,3 +320,14 @@ def test_a_bad_choice_is_one_line_and_a_failed_start(
     text = run_failing(tmp_path / "home", world, [*launcher, "--set", "expect_ct_enforce=bogus"])
     lines = naming(text, "expect_ct_enforce")
     assert len(lines) == 1 and "'bogus'" in lines[0], text
+
+
+def test_make_run_passes_args_on_to_mitmdump(world: World, tmp_path: Path) -> None:
+    text = run_failing(
+        tmp_path / "home",
+        world,
+        ["make", "--no-print-directory", "run", "PORT=0", "ARGS=--set expect_ct_enforce=bogus"],
+    )
+    # make echoes its command (which names the option too); the addon's one line says why.
+    lines = [line for line in text.splitlines() if "expect_ct_enforce must be one of" in line]
+    assert len(lines) == 1 and "'bogus'" in lines[0], text
