@@ -2,7 +2,7 @@
 #   py311: Python 3.11 + mitmproxy 11.0.x
 #   py312: the newest Python >= 3.12 found + the newest mitmproxy 12.x (skipped if none found)
 PY311 ?= $(shell .ci/find-python 3.11)
-PY312 ?= $(shell .ci/find-python 3.12 3.13 3.14)
+PY312 ?= $(shell .ci/find-python 3.14 3.13 3.12)
 V311 := .venv/py311
 V312 := .venv/py312
 PIP_QUIET := --quiet --disable-pip-version-check
@@ -47,7 +47,7 @@ lint: $(V311)/.installed
 	$(V311)/bin/mypy
 
 run: $(V311)/.installed
-	$(V311)/bin/mitmdump --listen-host $(LISTEN) -p $(PORT) -s addon/expect_ct_addon.py
+	$(V311)/bin/mitmdump --listen-host $(LISTEN) -p $(PORT) -s addon/expect_ct_addon.py $(ARGS)
 
 # A self-contained story on 127.0.0.1 (demo/demo.py): DEMO_ARGS=--keep keeps its temp directory.
 demo: $(V311)/.installed

@@ -16,6 +16,13 @@ identical processes differ by a few per cent for their whole life; the table sho
 control A2/A, throughput, and the CPU the origin and the load generator used while a proxy
 was busy (to show they were not the bottleneck).
 
+Three load shapes: keep-alive connections; a new connection per request (the same
+certificate each time, so the addon's verdict cache answers); and the cold path, a new
+connection per request that presents a certificate the proxy has never seen (servers.py
+cold-origin: one port per proxy, each turning through a pool of distinct leaves larger than
+the connections a proxy makes in its life), so every connection is parsed, classified and has
+its SCTs verified.
+
 Micro benchmarks (in-process): header parse, cold and cached evaluation of a chain with 3
 embedded SCTs, store look-ups at 1,000 and 1,000,000 known hosts, and the addon's resident
 memory while evaluating 100,000 distinct certificates.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import hashlib
 import json
 import os
 import resource
@@ -40,6 +48,10 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from typing import NamedTuple
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -88,6 +100,24 @@ class World:
         self.leaf = leaf
         (base / "chain.pem").write_bytes(pki.pem(leaf, self.inter.cert))
         (base / "key.pem").write_bytes(pki.key_pem(key))
+
+    def cold_pool(self, count: int) -> Path:
+        """``count`` distinct leaves for localhost (3 embedded SCTs each, one shared key): the
+        cold origin presents a different one on every connection."""
+        pool = self.base / "cold-pool"
+        pool.mkdir(exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        (pool / "key.pem").write_bytes(pki.key_pem(key))
+        ts = pki.now_ms() - 60_000
+        for i in range(count):
+            leaf, _key = pki.make_leaf(
+                self.inter,
+                hosts=("localhost",),
+                embedded=[(log, ts + j) for j, log in enumerate(self.logs)],
+                key=key,
+            )
+            (pool / f"leaf-{i}.chain.pem").write_bytes(pki.pem(leaf, self.inter.cert))
+        return pool
 
 
 # ----------------------------------------------------------------------------- processes
@@ -157,6 +187,24 @@ def start_origin(world: World, work: Path) -> tuple[Proc, int]:
     raise RuntimeError("origin did not start")
 
 
+def start_cold_origin(
+    world: World, work: Path, count: int, listeners: int
+) -> tuple[Proc, list[int]]:
+    pool = world.cold_pool(count)
+    proc = Proc(
+        [sys.executable, str(HERE / "servers.py"), "cold-origin", str(pool), str(count)]
+        + [str(listeners)],
+        work / "cold-origin.log",
+    )
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        text = proc.log.read_text().strip()
+        if text.startswith("[") and text.endswith("]"):
+            return proc, [int(port) for port in json.loads(text)]
+        time.sleep(0.05)
+    raise RuntimeError("cold origin did not start")
+
+
 def start_mitmdump(
     world: World,
     work: Path,
@@ -203,32 +251,39 @@ def start_mitmdump(
     return proc, port, confdir / "mitmproxy-ca-cert.pem"
 
 
+WARMUP_CHUNKS = 2
+
+
 def interleaved_load(
-    world: World,
     work: Path,
     origin: Proc,
-    origin_port: int,
+    origin_ports: dict[str, int],
     procs: dict[str, tuple[Proc, int, Path]],
-    mode: str,
-    connections: int,
-    per_connection: int,
+    scenario: Scenario,
     rounds: int,
 ) -> dict[str, Any]:
     spec = {
         "host": "localhost",
-        "origin_port": origin_port,
+        "origin_port": next(iter(origin_ports.values())),
         "origin_pid": origin.p.pid,
         "proxies": [
-            {"name": name, "port": port, "ca": str(ca), "pid": proc.p.pid}
+            {
+                "name": name,
+                "port": port,
+                "ca": str(ca),
+                "pid": proc.p.pid,
+                "origin_port": origin_ports[name] if name in origin_ports else origin_ports["*"],
+            }
             for name, (proc, port, ca) in procs.items()
         ],
-        "mode": mode,
-        "connections": connections,
-        "per_connection": per_connection,
+        "mode": scenario.mode,
+        "connections": scenario.connections,
+        "per_connection": scenario.per_connection,
         "rounds": rounds,
-        "warmup_chunks": 2,
+        "warmup_chunks": WARMUP_CHUNKS,
     }
-    spec_path = work / f"spec-{mode}.json"
+    key = scenario.key
+    spec_path = work / f"spec-{key}.json"
     spec_path.write_text(json.dumps(spec))
     done = subprocess.run(
         [sys.executable, str(HERE / "servers.py"), "interleave", str(spec_path)],
@@ -241,11 +296,11 @@ def interleaved_load(
         raise RuntimeError(done.stderr)
     result: dict[str, Any] = json.loads(done.stdout)
     if RAW_DIR is not None:
-        with open(RAW_DIR / f"{mode}.jsonl", "a") as raw:  # one line per block
+        with open(RAW_DIR / f"{key}.jsonl", "a") as raw:  # one line per block
             raw.write(json.dumps(result) + "\n")
     for name, measured in result["proxies"].items():
         if measured["errors"]:
-            raise RuntimeError(f"{name}: {measured['errors']} failed requests in {mode}")
+            raise RuntimeError(f"{name}: {measured['errors']} failed requests in {key}")
     return result
 
 
@@ -303,11 +358,51 @@ PROXIES = {
     "B": "with the addon (-s expect_ct_addon.py)",
     "C": "with the addon built in (python -m expect_ct mitmdump)",
 }
-# (title, load generator mode, connections, requests per connection per chunk, target)
+
+
+class Scenario(NamedTuple):
+    title: str
+    key: str  # names its raw measurements file
+    mode: str  # the load generator's: keepalive or new
+    connections: int
+    per_connection: int  # requests per connection per chunk
+    target: float | None
+    cold: bool = False  # a certificate the proxy has not seen on every connection
+
+
 SCENARIOS = [
-    ("keep-alive", "keepalive", 8, 8, 1.03),
-    ("new connection per request", "new", 8, 2, 1.10),
+    Scenario("keep-alive", "keepalive", "keepalive", 8, 8, 1.03),
+    Scenario("new connection per request", "new", "new", 8, 2, 1.10),
+    # The cold path: no verdict-cache hit, every chain parsed, classified and its SCTs verified.
+    Scenario(
+        "new connection and new certificate per request (cold)", "cold", "new", 8, 2, None, True
+    ),
 ]
+
+
+def cold_path_check(world: World, work: Path, blocks: int) -> str:
+    """From the event logs of B and C: every cold connection met a certificate new to that
+    process (the warm scenarios all present world.leaf), so no verdict came from a cache."""
+    warm = hashlib.sha256(world.leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
+    cells = []
+    for name in ("B", "C"):
+        cold = total_repeats = 0
+        for block in range(blocks):
+            path = work / f"events-{name}-{block}.jsonl"
+            lines = path.read_text().splitlines() if path.exists() else []
+            seen: list[str] = [
+                event["certificate"]["sha256"]
+                for event in map(json.loads, lines)
+                if event["event"] == "connection" and event["certificate"]["sha256"] != warm
+            ]
+            cold += len(seen)
+            total_repeats += len(seen) - len(set(seen))
+        cells.append(f"{total_repeats} of {cold}")
+    return (
+        "| cold: connections whose certificate the process had met before, B; C | "
+        + "; ".join(cells)
+        + " |"
+    )
 
 
 def start_proxies(world: World, work: Path, block: int) -> dict[str, tuple[Proc, int, Path]]:
@@ -328,22 +423,27 @@ def proxy_benchmark(world: World, work: Path, blocks: int, rounds: int) -> list[
     block starts new ones, and the control A2/A shows what remains.
     """
     origin, origin_port = start_origin(world, work)
-    results: dict[str, list[dict[str, Any]]] = {mode: [] for _t, mode, _c, _p, _g in SCENARIOS}
+    # Each proxy connects to its own port of the cold origin, which turns through a pool
+    # larger than the connections one proxy makes in its life (one block): never a repeat.
+    cold = max(s.connections * s.per_connection for s in SCENARIOS if s.cold)
+    cold_origin, cold_ports = start_cold_origin(
+        world, work, (rounds + WARMUP_CHUNKS + 1) * cold, len(PROXIES)
+    )
+    results: dict[str, list[dict[str, Any]]] = {s.key: [] for s in SCENARIOS}
     try:
         for block in range(blocks):
             procs = start_proxies(world, work, block)
             try:
-                for _title, mode, conns, per_connection, _target in SCENARIOS:
-                    results[mode].append(
+                for scenario in SCENARIOS:
+                    results[scenario.key].append(
                         interleaved_load(
-                            world,
                             work,
-                            origin,
-                            origin_port,
+                            cold_origin if scenario.cold else origin,
+                            dict(zip(PROXIES, cold_ports, strict=True))
+                            if scenario.cold
+                            else {"*": origin_port},
                             procs,
-                            mode,
-                            conns,
-                            per_connection,
+                            scenario,
                             rounds,
                         )
                     )
@@ -352,20 +452,23 @@ def proxy_benchmark(world: World, work: Path, blocks: int, rounds: int) -> list[
                     proc.stop()
     finally:
         origin.stop()
-    lines = []
-    for title, mode, conns, per_connection, target in SCENARIOS:
-        runs = results[mode]
+        cold_origin.stop()
+    lines = [cold_path_check(world, work, blocks)]
+    for title, key, _mode, conns, per_connection, target, _cold in SCENARIOS:
+        runs = results[key]
 
         names = list(PROXIES)
 
         active = sum(total(runs, name, "wall") for name in names)
         origin_cpu = sum(run["origin_cpu"] for run in runs)
         loadgen_cpu = sum(run["loadgen_cpu"] for run in runs)
+        goal_b = f" (target <= {target}: {verdict(runs, 'B', target)})" if target else ""
+        goal_c = f" (target <= {target}: {verdict(runs, 'C', target)})" if target else ""
         lines += [
-            f"| {title}: mitmdump CPU per request, with the addon (-s) / without (A, A2) "
-            f"(target <= {target}: {verdict(runs, 'B', target)}) | {summary(runs, 'B', WITHOUT)} |",
-            f"| {title}: the same with the addon built in / without (A, A2) "
-            f"(target <= {target}: {verdict(runs, 'C', target)}) | {summary(runs, 'C', WITHOUT)} |",
+            f"| {title}: mitmdump CPU per request, with the addon (-s) / without (A, A2)"
+            f"{goal_b} | {summary(runs, 'B', WITHOUT)} |",
+            f"| {title}: the same with the addon built in / without (A, A2)"
+            f"{goal_c} | {summary(runs, 'C', WITHOUT)} |",
             f"| {title}: with the addon / with an empty -s script | {summary(runs, 'B', 'E')} |",
             f"| {title}: an empty -s script / without (A, A2) | {summary(runs, 'E', WITHOUT)} |",
             f"| {title}: control, without / without (another process) | {summary(runs, 'A2', 'A')} |",

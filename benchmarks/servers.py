@@ -1,6 +1,8 @@
 """Benchmark helpers run as separate processes, so their CPU is measured apart from mitmdump's.
 
     python servers.py origin CHAIN.pem KEY.pem        # HTTPS origin, prints its port
+    python servers.py cold-origin DIR COUNT LISTENERS # a new certificate on every connection,
+                                                      # prints its ports (a JSON list)
     python servers.py interleave SPEC.json            # interleaved load over several proxies,
                                                       # prints one JSON line
 
@@ -19,6 +21,7 @@ Both are far cheaper per request than the proxy; the benchmark prints their CPU 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import ssl
@@ -33,27 +36,56 @@ RESPONSE = (
 )
 
 
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head:
+                break
+            writer.write(RESPONSE)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+        pass
+    finally:
+        writer.close()
+
+
 async def serve_origin(chain: str, key: str) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(chain, key)
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                if not head:
-                    break
-                writer.write(RESPONSE)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
-
     server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context, backlog=512)
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()
+
+
+async def serve_cold_origin(pool: Path, count: int, listeners: int) -> None:
+    """One port per proxy; each port hands out the pool's certificates in turn, a different
+    one on every connection, so a proxy never meets a certificate twice until it has met
+    ``count`` others (the benchmark makes the pool larger than any proxy's connections).
+    All of them name localhost and chain to the same root: only the leaf is new."""
+    contexts = []
+    for i in range(count):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pool / f"leaf-{i}.chain.pem", pool / "key.pem")
+        contexts.append(context)
+    servers = []
+    for _ in range(listeners):
+        turn = itertools.count()
+        listening = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        listening.load_cert_chain(pool / "leaf-0.chain.pem", pool / "key.pem")
+
+        def next_certificate(
+            connection: ssl.SSLObject, _name: str | None, _context: ssl.SSLContext, turn=turn
+        ) -> None:
+            connection.context = contexts[next(turn) % count]
+
+        listening.sni_callback = next_certificate  # type: ignore[assignment]
+        servers.append(
+            await asyncio.start_server(handle, "127.0.0.1", 0, ssl=listening, backlog=512)
+        )
+    print(json.dumps([server.sockets[0].getsockname()[1] for server in servers]), flush=True)
+    await asyncio.gather(*(server.serve_forever() for server in servers))
 
 
 async def open_through_proxy(
@@ -150,7 +182,8 @@ class Target:
 
 async def interleave(spec: dict[str, Any]) -> dict[str, Any]:
     host, port = spec["host"], spec["origin_port"]
-    targets = [Target(t, host, port) for t in spec["proxies"]]
+    # A cold origin has a port per proxy (its own turn through the certificate pool).
+    targets = [Target(t, host, t.get("origin_port", port)) for t in spec["proxies"]]
     mode, connections, per_connection = spec["mode"], spec["connections"], spec["per_connection"]
     for target in targets:
         await target.open(connections)
@@ -199,6 +232,8 @@ async def interleave(spec: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     if sys.argv[1] == "origin":
         asyncio.run(serve_origin(sys.argv[2], sys.argv[3]))
+    elif sys.argv[1] == "cold-origin":
+        asyncio.run(serve_cold_origin(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
     elif sys.argv[1] == "interleave":
         spec = json.loads(Path(sys.argv[2]).read_text())
         print(json.dumps(asyncio.run(interleave(spec))), flush=True)

@@ -211,6 +211,8 @@ class ExpectCT:
         )
         self._store_identity: tuple[int, int] | None = None
         self._store_write_failing = False
+        # Until one configure has succeeded, every configure sets up everything (see configure).
+        self.configured = False
 
     # ------------------------------------------------------------------ options
 
@@ -313,6 +315,23 @@ class ExpectCT:
             )
 
     def configure(self, updated: set[str]) -> None:
+        if self.configured:
+            self._configure(updated)
+            return
+        # The first configure sets up everything, whatever keys it names: a -s script gets
+        # every key from mitmproxy's script loader, but a built-in addon gets only the keys the
+        # command line changed, and defaults must take effect too.
+        try:
+            self._configure(set(ctx.options.keys()))
+        except exceptions.OptionsError as e:
+            # At start-up: one line naming the option. Raised, it would become the script
+            # loader's "error in script" traceback. Logged as an error, it makes mitmproxy's
+            # errorcheck exit non-zero before the proxy serves anything.
+            logger.error(f"Expect-CT: {e}")
+            return
+        self.configured = True
+
+    def _configure(self, updated: set[str]) -> None:
         opts = ctx.options
         # mitmproxy checks choices only for values typed interactively, not for --set values
         # applied when a script loads, so check them here.
@@ -448,7 +467,13 @@ class ExpectCT:
         # Open the new store before closing the old one: when opening fails, mitmproxy rolls
         # the option back and the old store stays in use (no silent fail-open without a store).
         try:
-            fresh = storemod.KnownHostStore(path, max_age_cap=opts.expect_ct_max_age_cap)
+            # Only the default location (mitmproxy's confdir) is created: a typo in an explicit
+            # path is an option error, not a new directory.
+            fresh = storemod.KnownHostStore(
+                path,
+                max_age_cap=opts.expect_ct_max_age_cap,
+                create_directory=not opts.expect_ct_store,
+            )
         except storemod.StoreError as e:
             raise exceptions.OptionsError(str(e)) from e
         if self.store is not None:
@@ -1728,13 +1753,14 @@ def known_host_json(known: storemod.KnownHost | None) -> dict[str, Any] | None:
 
 
 def run_tool(tool: str, arguments: Sequence[str]) -> None:
-    """Run mitmdump or mitmweb with ExpectCT built in: ``python -m expect_ct mitmdump ...``.
+    """Run mitmdump, mitmweb or mitmproxy with ExpectCT built in: ``python -m expect_ct mitmdump``.
 
     The addon then sits in mitmproxy's addon chain like mitmproxy's own addons. Loaded with
     ``-s``, every event of every flow also passes through the script loader, the script and
     its module before reaching it, which costs mitmproxy a few per cent per request even for
     an empty script (benchmarks/bench.py measures both ways). Arguments are mitmproxy's own.
     """
+    from mitmproxy import hooks
     from mitmproxy.tools import cmdline
     from mitmproxy.tools import main as mitmproxy_main
 
@@ -1760,19 +1786,32 @@ def run_tool(tool: str, arguments: Sequence[str]) -> None:
         from mitmproxy.tools.web.master import WebMaster
 
         base, make_parser = WebMaster, cmdline.mitmweb
+    elif tool == "mitmproxy":
+        from mitmproxy.tools.console.master import ConsoleMaster
+
+        base, make_parser = ConsoleMaster, cmdline.mitmproxy
     else:
-        raise ValueError(f"tool must be mitmdump or mitmweb, not {tool!r}")
+        raise ValueError(f"tool must be mitmdump, mitmweb or mitmproxy, not {tool!r}")
 
     class WithExpectCT(base):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            # Registered before the command line is applied, so --set expect_ct_... works as
-            # usual, and placed where -s scripts run (right after the script loader, before
-            # save, tlsconfig and the rest): hooks see flows in the same order either way.
+            # Registered now, so that its options exist for --set, config.yaml and --options;
+            # put in the addon chain only in run(), once all of them are applied, so that its
+            # first configure sees every option (as a -s script's does), not only the first
+            # keys the command line happens to change.
+            self.expect_ct = self.addons.register(ExpectCT())
+
+        async def run(self) -> None:
+            # Placed where -s scripts run (right after the script loader, before save,
+            # tlsconfig and the rest): hooks see flows in the same order either way.
             manager = self.addons
-            addon = manager.register(ExpectCT())
             loader = manager.get("scriptloader")
             index = manager.chain.index(loader) + 1 if loader in manager.chain else 0
-            manager.chain.insert(index, addon)
+            manager.chain.insert(index, self.expect_ct)
+            # An option error is logged as one line; mitmproxy's errorcheck (in run) then
+            # exits non-zero before the proxy serves anything.
+            manager.invoke_addon_sync(self.expect_ct, hooks.ConfigureHook(set(self.options.keys())))
+            await super().run()
 
     mitmproxy_main.run(WithExpectCT, make_parser, list(arguments), extra)

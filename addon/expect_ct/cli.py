@@ -1,6 +1,7 @@
 """Command line of ``python -m expect_ct``.
 
 * no command: print the path of the mitmproxy script (``mitmdump -s "$(python -m expect_ct)"``);
+* ``mitmdump`` / ``mitmweb`` / ``mitmproxy``: run that tool with the addon built in;
 * ``hosts`` / ``forget``: the Known Expect-CT Hosts store;
 * ``check``: offline CT analysis of saved flows (``mitmdump -w``);
 * ``inspect``: CT analysis of certificate files, without a connection;
@@ -136,7 +137,7 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
 
 # Run with the addon built in; kept here (not imported from addon.py) so that the other
 # commands never import mitmproxy.
-LAUNCHED_TOOLS = ("mitmdump", "mitmweb")
+LAUNCHED_TOOLS = ("mitmdump", "mitmweb", "mitmproxy")
 
 
 def build_parser() -> argparse.ArgumentParser:

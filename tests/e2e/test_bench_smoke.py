@@ -45,7 +45,11 @@ def test_proxy_benchmark_runs_interleaved_and_prints_every_figure(tmp_path) -> N
     )
     assert done.returncode == 0, done.stderr
     rows = dict(re.findall(r"^\| (.+?) \| (.+?) \|$", done.stdout, re.M))
-    for title in ("keep-alive", "new connection per request"):
+    for title in (
+        "keep-alive",
+        "new connection per request",
+        "new connection and new certificate per request (cold)",
+    ):
         ratio = next(
             v
             for k, v in rows.items()
@@ -57,7 +61,12 @@ def test_proxy_benchmark_runs_interleaved_and_prints_every_figure(tmp_path) -> N
             f"{title}: CPU use while busy (cores) mitmdump A / A2 / E / B / C; origin; load generator"
         ]
         assert len(busy.split(";")) == 3
-    for mode, chunk in (("keepalive", 64), ("new", 16)):
+    # The cold path really was cold: B and C never met a certificate twice.
+    repeats = rows["cold: connections whose certificate the process had met before, B; C"]
+    for cell in repeats.split("; "):
+        repeated, _of, connections = cell.split()
+        assert repeated == "0" and int(connections) >= 3 * 16, repeats
+    for mode, chunk in (("keepalive", 64), ("new", 16), ("cold", 16)):
         (block,) = [json.loads(line) for line in (raw / f"{mode}.jsonl").read_text().splitlines()]
         assert set(block["proxies"]) == {"A", "A2", "E", "B", "C"}
         for measured in block["proxies"].values():
