@@ -73,7 +73,17 @@ def raw_rows(path: Path) -> list[tuple[object, ...]]:
         ("XN--BCHER-KVA.EXAMPLE", "xn--bcher-kva.example"),
         ("bücher\u3002example", "xn--bcher-kva.example"),  # IDEOGRAPHIC FULL STOP separates labels
         ("\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com", "example.com"),  # full-width letters
-        ("straße.example", "strasse.example"),  # IDNA 2003 (nameprep), documented
+        # IDNA 2008 / UTS #46 non-transitional: the deviation characters are kept, so these
+        # are the names clients send (IDNA 2003 gave "strasse.example" and "fass.example").
+        ("straße.example", "xn--strae-oqa.example"),
+        ("faß.example", "xn--fa-hia.example"),
+        ("Faß.EXAMPLE", "xn--fa-hia.example"),
+        ("xn--fa-hia.example", "xn--fa-hia.example"),
+        ("βόλος.example", "xn--nxasmm1c.example"),  # final sigma kept (IDNA 2003: σ)
+        ("\u0dc1\u0dca\u200d\u0dbb\u0dd3.example", "xn--10cl1a0b660p.example"),  # ZWJ kept
+        # An A-label registered under IDNA 2003 (a symbol IDNA 2008 disallows) is on the wire
+        # as is and must stay usable as a key.
+        ("xn--n3h.net", "xn--n3h.net"),
         ("_dmarc.example", "_dmarc.example"),
         ("localhost", "localhost"),
         ("192.0.2.1", "192.0.2.1"),
@@ -97,7 +107,7 @@ def test_canonical_host(given: str, expected: str) -> None:
         ("example.com..", "empty label"),
         ("exa mple.com", "letters, digits"),
         ("a/b.example", "letters, digits"),
-        ("a\uff0fb.example", "letters, digits"),  # full-width solidus maps to "/"
+        ("a\uff0fb.example", "fails IDNA 2008"),  # full-width solidus maps to "/"
         ("*.example", "letters, digits"),
         ("nul\x00.example", "letters, digits"),
         ("example.com:443", "without a port"),
@@ -106,7 +116,12 @@ def test_canonical_host(given: str, expected: str) -> None:
         ("[192.0.2.1]", "not an IPv6 address"),
         ("[example.com]", "not an IPv6 address"),
         ("xn--zz.example", "fails IDNA"),
-        ("xn--a.example", "fails IDNA"),
+        ("xn--a.example", "fails IDNA"),  # decodes to a control character
+        ("xn--.example", "fails IDNA"),
+        ("\u2603.net", "fails IDNA 2008"),  # U-label of a symbol: disallowed by IDNA 2008
+        ("a\u2488.example", "fails IDNA 2008"),  # maps to "a1." (a dot inside one label)
+        ("a\u200db.example", "fails IDNA 2008"),  # ZWJ without its required context
+        ("-bücher.example", "fails IDNA 2008"),  # leading hyphen
         ("a" * 64 + ".example", "fails IDNA|letters, digits"),
         (".".join(["a" * 63] * 4), "more than the 253"),
         ("192.0.2.256", "not a valid IPv4 address"),
@@ -121,7 +136,7 @@ def test_canonical_host_rejects(given: str, why: str) -> None:
 
 
 def test_canonical_host_is_idempotent() -> None:
-    for host in ("BÜcher.Example.", "[::ffff:192.0.2.1]", "Straße.example", "x.EXAMPLE"):
+    for host in ("BÜcher.Example.", "[::ffff:192.0.2.1]", "Straße.example", "x.EXAMPLE", "faß.a"):
         once = canonical_host(host)
         assert canonical_host(once) == once
 
