@@ -41,6 +41,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from expect_ct.sct import SCT
+from expect_ct.store import canonical_host
 
 logger = logging.getLogger(__name__)
 
@@ -304,6 +305,94 @@ def _with_article(kind: str) -> str:
     return ("an " if kind[0].lower() in "aeiou" else "a ") + kind
 
 
+# ------------------------------------------------------------------ the proxy's own addresses
+
+
+def canonical_address(address: str | IPAddress) -> IPAddress:
+    """One spelling per address: brackets and IPv6 zone dropped, IPv4-mapped IPv6
+    (``::ffff:127.0.0.1``, which a dual-stack socket delivers to the IPv4 listener) as the
+    IPv4 address. Raises ValueError for a non-address."""
+    if isinstance(address, str):
+        text = address.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(int(address))
+    return address
+
+
+def is_local_address(address: IPAddress) -> bool:
+    """True if a connection to ``address`` stays on this host: unspecified (``0.0.0.0`` and
+    ``::`` reach local listeners on Linux), loopback, or an address of one of this host's
+    interfaces (a socket can be bound to it). Errs towards True: a host that lets programs
+    bind non-local addresses (ip_nonlocal_bind) makes every address look local."""
+    ip = canonical_address(address)
+    if ip.is_unspecified or ip.is_loopback:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(ip), 0))
+    except OSError:
+        return False
+    return True
+
+
+class ProxyListeners:
+    """Where the proxy listens, for the report loop guard: does an address reach the proxy?
+
+    ``listeners`` are (host, port) pairs as configured or as bound: an IP address in any
+    spelling, a name (``localhost``; resolved once here, every address kept), or an
+    unspecified address (``""``, ``0.0.0.0``, ``::``), which listens on every local address.
+    """
+
+    def __init__(
+        self, listeners: Collection[tuple[str, int]], resolver: Resolver = socket.getaddrinfo
+    ) -> None:
+        self.exact: set[tuple[IPAddress, int]] = set()
+        self.every_local_address: set[int] = set()  # ports bound to an unspecified address
+        self.ports: set[int] = set()
+        for host, port in listeners:
+            self._add(host, int(port), resolver)
+
+    def _add(self, host: str, port: int, resolver: Resolver) -> None:
+        self.ports.add(port)
+        if host.strip() in ("", "*"):
+            self.every_local_address.add(port)
+            return
+        try:
+            addresses = [canonical_address(host)]
+        except ValueError:
+            try:
+                infos = resolver(host, port, 0, socket.SOCK_STREAM)
+                addresses = [canonical_address(str(info[4][0])) for info in infos]
+            except (OSError, UnicodeError, ValueError) as e:
+                # Unknown where a name listens: the port is refused on every local address.
+                logger.warning(f"Expect-CT reports: cannot resolve the proxy address {host}: {e}")
+                self.every_local_address.add(port)
+                return
+        for ip in addresses:
+            if ip.is_unspecified:
+                self.every_local_address.add(port)
+            else:
+                self.exact.add((ip, port))
+
+    def reaches_proxy(self, address: str | IPAddress, port: int) -> bool:
+        """True if connecting to ``address``:``port`` may reach one of the listeners."""
+        if port not in self.ports:
+            return False
+        ip = canonical_address(address)
+        if ip.is_unspecified:
+            return True  # "this host": whichever local listener has the port
+        if (ip, port) in self.exact:
+            return True
+        return port in self.every_local_address and is_local_address(ip)
+
+
 # ------------------------------------------------------------------------------- delivery
 
 
@@ -354,17 +443,11 @@ def _parse_report_uri(uri: str) -> _Target:
     if not host:
         raise _Refused("refused: invalid report-uri: no host")
     try:
-        ipaddress.ip_address(host)
-        is_ip = True
-    except ValueError:
-        is_ip = False
-    if is_ip:
-        ascii_host = host
-    else:
-        try:
-            ascii_host = host.encode("idna").decode("ascii")
-        except UnicodeError as e:
-            raise _Refused(f"refused: invalid host name {host!r}: {e}") from e
+        # The same IDNA 2008 / UTS #46 conversion as every other host name (store keys), and
+        # IP literals in one canonical form.
+        ascii_host = canonical_host(host)
+    except ValueError as e:
+        raise _Refused(f"refused: invalid host name {host!r}: {e}") from e
     authority = f"[{ascii_host}]" if ":" in ascii_host else ascii_host
     host_header = authority if port == 443 else f"{authority}:{port}"
     target = parts.path or "/"
@@ -434,8 +517,10 @@ class ReportSender:
 
     TLS verification uses certifi's roots, or only ``cafile`` when it is given (the same
     meaning as mitmproxy's ssl_verify_upstream_trusted_ca). ``forbidden`` lists the proxy's
-    own listening addresses: never sent to, even with ``allow_private``; an unspecified host
-    ("", "0.0.0.0", "::") there forbids the port on every non-public address.
+    own listening addresses (``ProxyListeners``): never sent to, even with ``allow_private``.
+    Every resolved address of a report-uri is compared in canonical form: IPv4-mapped IPv6 as
+    IPv4, ``0.0.0.0`` / ``::`` as this host, and a listener on an unspecified address ("",
+    "0.0.0.0", "::") as listening on every local address (loopback and each interface's).
     """
 
     def __init__(
@@ -456,10 +541,7 @@ class ReportSender:
         self.on_result = on_result
         self.resolver = resolver
         self.dropped = 0
-        self._forbidden_any_port: set[int] = set()
-        self._forbidden: set[tuple[IPAddress, int]] = set()
-        for host, port in forbidden:
-            self._forbid(host, port)
+        self._listeners = ProxyListeners(forbidden, resolver)
         self._ssl_context = ssl.create_default_context(cafile=cafile or certifi.where())
         self._ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._ssl_context.set_alpn_protocols(["http/1.1"])
@@ -468,21 +550,6 @@ class ReportSender:
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="expect-ct-reports", daemon=True)
         self._worker.start()
-
-    def _forbid(self, host: str, port: int) -> None:
-        if host in ("", "0.0.0.0", "::"):
-            self._forbidden_any_port.add(port)
-            return
-        try:
-            self._forbidden.add((ipaddress.ip_address(host), port))
-            return
-        except ValueError:
-            pass
-        try:
-            for info in self.resolver(host, port, 0, socket.SOCK_STREAM):
-                self._forbidden.add((ipaddress.ip_address(str(info[4][0]).split("%")[0]), port))
-        except (OSError, ValueError) as e:
-            logger.warning(f"Expect-CT reports: cannot resolve the proxy address {host}: {e}")
 
     # -- public API
 
@@ -601,11 +668,9 @@ class ReportSender:
                 ip = ipaddress.ip_address(numeric.split("%")[0])
             except ValueError as e:
                 raise _Refused(f"refused: resolver returned a non-address {numeric!r}") from e
-            kind = address_kind(ip)
-            if (ip, target.port) in self._forbidden or (
-                kind is not None and target.port in self._forbidden_any_port
-            ):
+            if self._listeners.reaches_proxy(ip, target.port):
                 raise _Refused(f"refused: {numeric} port {target.port} is the proxy itself")
+            kind = address_kind(ip)
             if kind is not None and not self.allow_private:
                 # Any bad address refuses the whole report: a name that resolves to one public
                 # and one internal address is exactly what a rebinding attacker would serve.
