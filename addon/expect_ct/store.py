@@ -309,8 +309,15 @@ class KnownHostStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, max_age_cap: int | None = None) -> None:
-        if max_age_cap is not None and max_age_cap < 1:
-            raise ValueError(f"max_age_cap must be a positive number of seconds, not {max_age_cap}")
+        # Checked before anything is opened: a cap of 0 would turn every header into a
+        # removal, and a negative one into a failure at the next header (issue 17, attack 9).
+        if max_age_cap is not None and (
+            isinstance(max_age_cap, bool) or not isinstance(max_age_cap, int) or max_age_cap < 1
+        ):
+            raise ValueError(
+                f"max_age_cap must be a whole number of seconds, at least 1 (or None for no "
+                f"cap), not {max_age_cap!r}"
+            )
         self._max_age_cap = max_age_cap
         raw = os.fspath(path)
         self._path = raw if raw == ":memory:" else os.path.expanduser(raw)

@@ -287,6 +287,24 @@ def test_max_age_cap(store_path: Path) -> None:
         )
 
 
+@pytest.mark.parametrize("cap", [0, -1, -(2**40), 1.5, True, "60"])
+def test_max_age_cap_below_one_second_or_not_a_number_is_refused(
+    store_path: Path, cap: object
+) -> None:
+    """Issue 17, attack 9: a cap of 0 used to be accepted and broke later store changes."""
+    with pytest.raises(ValueError) as excinfo:
+        KnownHostStore(store_path, max_age_cap=cap)  # type: ignore[arg-type]
+    assert str(excinfo.value) == (
+        f"max_age_cap must be a whole number of seconds, at least 1 (or None for no cap), "
+        f"not {cap!r}"
+    )
+    # Refused before the file was touched.
+    assert not store_path.exists()
+    with KnownHostStore(store_path, max_age_cap=1) as smallest:
+        _, entry = smallest.observe("h.example", max_age=3, enforce=True, report_uri=None, now=NOW)
+        assert entry is not None and entry.expires == NOW + timedelta(seconds=1)
+
+
 def test_huge_max_age_is_clamped_to_2_31(store: KnownHostStore) -> None:
     _, entry = store.observe("h.example", max_age=10**30, enforce=True, report_uri=None, now=NOW)
     assert entry is not None and entry.expires == NOW + timedelta(seconds=MAX_AGE_LIMIT)
@@ -298,7 +316,7 @@ def test_argument_errors(store: KnownHostStore, store_path: Path) -> None:
         store.observe("h.example", max_age=-1, enforce=True, report_uri=None, now=NOW)
     with pytest.raises(ValueError, match="timezone-aware"):
         store.get("h.example", now=datetime(2026, 1, 1))
-    with pytest.raises(ValueError, match="max_age_cap must be a positive"):
+    with pytest.raises(ValueError, match="max_age_cap must be a whole number"):
         KnownHostStore(store_path, max_age_cap=0)
     with pytest.raises(ValueError, match="'bad host'"):
         store.get("bad host")
