@@ -614,14 +614,15 @@ def resign(cert: x509.Certificate, issuer: CA, tbs: bytes) -> x509.Certificate:
 
 
 def unparsable_certificate(issuer: CA) -> bytes:
-    """DER of a certificate OpenSSL reads and cryptography refuses: its version field says 6
-    (v6 does not exist; cryptography raises InvalidVersion, OpenSSL parses it and ignores it
-    as an unused extra of a served chain: issue 17, attack 4)."""
+    """DER of a certificate OpenSSL reads and cryptography refuses with a ValueError: its
+    version is v1 spelled out, which DER forbids (a DEFAULT value must be omitted).
+    OpenSSL ignores it as an unused extra of a served chain, and so does mitmproxy (it skips
+    certificates cryptography cannot load); issue 17, attack 4."""
     cert, _ = make_leaf(issuer, hosts=("junk.invalid",))
     der = cert.public_bytes(serialization.Encoding.DER)
     v3 = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2
     assert der.count(v3) == 1
-    return der.replace(v3, bytes.fromhex("a003020105"))
+    return der.replace(v3, bytes.fromhex("a003020100"))
 
 
 def der_pem(der: bytes, label: str = "CERTIFICATE") -> bytes:
