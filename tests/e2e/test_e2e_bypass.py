@@ -26,6 +26,11 @@ from expect_ct.store import KnownHost
 from expect_ct.store import KnownHostStore
 from support import pki
 from support.httpsorigin import https_origin
+from support.impostor import dtls_impostor
+from support.impostor import dtls_send
+from support.impostor import h3_get
+from support.impostor import quic_impostor
+from support.impostor import quic_send
 from support.impostor import tls_impostor
 from support.proxy import REPO
 from support.proxy import Mitmdump
@@ -134,6 +139,14 @@ def assert_refused_and_recorded(proxy: Mitmdump, host: str, received_bytes: int)
     """Nothing reached the impostor, and the record says it was refused."""
     assert received_bytes == 0, f"{received_bytes} application bytes reached the impostor"
     proxy.wait_for_event("blocked", lambda e: e["host"] == host)
+
+
+def settle_until(condition: Any, deadline: float = 5.0) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError("the condition never became true")
+        time.sleep(0.05)
 
 
 def settle(proxy: Mitmdump, seconds: float = 0.5) -> None:
@@ -406,3 +419,77 @@ def test_attack_9_max_age_cap_zero_at_run_time_is_rejected_and_changes_nothing(
         assert attack.status == 502, attack
         assert_refused_and_recorded(proxy, KNOWN, impostor.received.application_bytes)
         assert "Traceback" not in proxy.log_text()
+
+
+# ----------------------------------------- attacks 1 and 2: HTTP/3, raw QUIC and DTLS upstreams
+
+
+def _reverse_proxy(
+    world: World, tmp_path: Path, store: Path, scheme: str, port: int, **extra: object
+) -> Mitmdump:
+    """mitmdump as a reverse proxy to KNOWN (resolved to the impostor's port)."""
+    return Mitmdump(
+        tmp_path,
+        proxy_options(world, expect_ct_store=str(store), **extra),
+        resolve={KNOWN: port},
+        extra_args=["--mode", f"reverse:{scheme}://{KNOWN}:{port}"],
+    )
+
+
+@pytest.mark.parametrize("strategy", [pytest.param("lazy", marks=ADDON_STEP), "eager"])
+def test_attack_1_http3_upstream_of_a_known_host(
+    world: World, sites: Sites, tmp_path: Path, strategy: str
+) -> None:
+    store = tmp_path / "known.sqlite3"
+    seed(store)
+    with quic_impostor(sites.non_compliant.chain_pem, sites.non_compliant.key_pem) as impostor:
+        # Control: the impostor answers HTTP/3 directly.
+        direct = h3_get(impostor.port, KNOWN, "/control")
+        assert direct.status == 200 and impostor.received.application_bytes > 0, direct
+        before = impostor.received.application_bytes
+        with _reverse_proxy(
+            world, tmp_path, store, "http3", impostor.port, connection_strategy=strategy
+        ) as proxy:
+            answer = h3_get(proxy.port, KNOWN, "/secret")
+            settle(proxy)
+            assert answer.status != 200 and b"impostor" not in answer.data, answer
+            assert_refused_and_recorded(proxy, KNOWN, impostor.received.application_bytes - before)
+
+
+@ADDON_STEP
+def test_attack_2_raw_quic_reverse_mode(world: World, sites: Sites, tmp_path: Path) -> None:
+    store = tmp_path / "known.sqlite3"
+    seed(store)
+    secret = b"request bytes for the known host\n"
+    with quic_impostor(sites.non_compliant.chain_pem, sites.non_compliant.key_pem) as impostor:
+        direct = quic_send(impostor.port, KNOWN, b"control\n")
+        assert direct.data == b"control\n", direct
+        before = impostor.received.application_bytes
+        with _reverse_proxy(world, tmp_path, store, "quic", impostor.port) as proxy:
+            answer = quic_send(proxy.port, KNOWN, secret)
+            settle(proxy)
+            assert answer.data != secret, answer
+            assert_refused_and_recorded(proxy, KNOWN, impostor.received.application_bytes - before)
+
+
+@ADDON_STEP
+def test_attack_2_dtls_reverse_mode(world: World, sites: Sites, tmp_path: Path) -> None:
+    """With s_client as the client, mitmproxy 11 relays the client's datagrams as payload of
+    its upstream DTLS session, so application data reaches the impostor as soon as that
+    session is up: exactly what refusing the upstream handshake has to prevent."""
+    store = tmp_path / "known.sqlite3"
+    seed(store)
+    secret = b"request bytes for the known host\n"
+    with dtls_impostor(
+        tmp_path, sites.non_compliant.chain_pem, sites.non_compliant.key_pem
+    ) as impostor:
+        # Control: the impostor reads what a client sends it directly.
+        dtls_send(impostor.port, KNOWN, b"control\n")
+        settle_until(lambda: b"control\n" in impostor.stdout.read_bytes())
+        before = impostor.application_records()
+        assert before > 0
+        with _reverse_proxy(world, tmp_path, store, "dtls", impostor.port) as proxy:
+            output = dtls_send(proxy.port, KNOWN, secret, timeout=3)
+            settle(proxy, 1.0)
+            assert secret not in impostor.stdout.read_bytes(), output
+            assert_refused_and_recorded(proxy, KNOWN, impostor.application_records() - before)

@@ -238,20 +238,24 @@ class DtlsImpostor:
     msg_log: Path
     stdout: Path
 
-    def application_records(self) -> int:
-        """DTLS records of content type application_data (23) the impostor received."""
+    def _inbound(self, content_type: int) -> list[str]:
+        """First bytes of each received ``-msg`` entry of this pseudo content type (256: a
+        DTLS record header, whose first byte is the record type; 22: a handshake message)."""
         lines = self.msg_log.read_text(errors="replace").splitlines()
-        count = 0
-        for index, line in enumerate(lines):
-            if line.startswith("<<< ") and "RecordHeader" in line and index + 1 < len(lines):
-                count += lines[index + 1].split()[:1] == ["17"]
-        return count
+        marker = f"content_type={content_type})"
+        return [
+            (lines[i + 1].split() or [""])[0]
+            for i, line in enumerate(lines[:-1])
+            if line.startswith("<<< ") and marker in line
+        ]
+
+    def application_records(self) -> int:
+        """DTLS records of type application_data (23) the impostor received."""
+        return self._inbound(256).count("17")
 
     def handshakes(self) -> int:
-        text = self.msg_log.read_text(errors="replace")
-        return sum(
-            1 for line in text.splitlines() if line.startswith("<<< ") and "ClientHello" in line
-        )
+        """ClientHellos received (a cookie exchange makes it two per connection)."""
+        return self._inbound(22).count("01")
 
 
 def _free_udp_port() -> int:
@@ -298,3 +302,122 @@ def dtls_impostor(tmp_path: Path, chain_pem: Path, key_pem: Path) -> Iterator[Dt
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# ------------------------------------------------------------------------------- clients
+
+
+@dataclass(frozen=True)
+class QuicAnswer:
+    """What a QUIC client got: an HTTP/3 status (0 if none), the bytes received, and how the
+    connection ended (``error`` is empty when the exchange completed)."""
+
+    status: int
+    data: bytes
+    error: str
+
+
+def h3_get(port: int, authority: str, path: str = "/", *, timeout: float = 10.0) -> QuicAnswer:
+    """One HTTP/3 GET with aioquic to 127.0.0.1:``port`` (the proxy's certificate is not
+    checked: the client's trust is not what these tests are about)."""
+    return asyncio.run(_quic_exchange(port, authority, path.encode(), h3=True, timeout=timeout))
+
+
+def quic_send(port: int, server_name: str, data: bytes, *, timeout: float = 10.0) -> QuicAnswer:
+    """Raw QUIC (ALPN ``RAW_QUIC_ALPN``): send ``data`` on one stream, read the echo."""
+    return asyncio.run(_quic_exchange(port, server_name, data, h3=False, timeout=timeout))
+
+
+async def _quic_exchange(
+    port: int, server_name: str, payload: bytes, *, h3: bool, timeout: float
+) -> QuicAnswer:
+    from aioquic.asyncio.client import connect
+    from aioquic.asyncio.protocol import QuicConnectionProtocol
+    from aioquic.h3.connection import H3Connection
+    from aioquic.h3.events import DataReceived
+    from aioquic.h3.events import HeadersReceived
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.events import ConnectionTerminated
+    from aioquic.quic.events import QuicEvent
+    from aioquic.quic.events import StreamDataReceived
+
+    status = 0
+    received = bytearray()
+    done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def finish(error: str = "") -> None:
+        if not done.done():
+            done.set_result(error)
+
+    class Client(QuicConnectionProtocol):  # type: ignore[misc]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            # From the start: the server's HTTP/3 control streams may arrive with the handshake.
+            self.h3_conn = H3Connection(self._quic) if h3 else None
+
+        def quic_event_received(self, event: QuicEvent) -> None:
+            nonlocal status
+            if isinstance(event, ConnectionTerminated):
+                finish(f"connection closed: {event.error_code} {event.reason_phrase}")
+                return
+            if self.h3_conn is None:
+                if isinstance(event, StreamDataReceived):
+                    received.extend(event.data)
+                    if event.end_stream or len(received) >= len(payload):
+                        finish()
+                return
+            for h3_event in self.h3_conn.handle_event(event):
+                if isinstance(h3_event, HeadersReceived):
+                    status = int(dict(h3_event.headers).get(b":status", b"0"))
+                elif isinstance(h3_event, DataReceived):
+                    received.extend(h3_event.data)
+                if getattr(h3_event, "stream_ended", False):
+                    finish()
+
+    configuration = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=[H3_ALPN if h3 else RAW_QUIC_ALPN],
+        verify_mode=ssl.CERT_NONE,
+        server_name=server_name,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            async with connect(
+                "127.0.0.1", port, configuration=configuration, create_protocol=Client
+            ) as client:
+                stream_id = client._quic.get_next_available_stream_id()
+                if client.h3_conn is not None:
+                    client.h3_conn.send_headers(
+                        stream_id,
+                        [
+                            (b":method", b"GET"),
+                            (b":scheme", b"https"),
+                            (b":authority", server_name.encode()),
+                            (b":path", payload),
+                        ],
+                        end_stream=True,
+                    )
+                else:
+                    client._quic.send_stream_data(stream_id, payload, end_stream=True)
+                client.transmit()
+                error = await done
+    except (TimeoutError, ConnectionError) as e:
+        error = f"{type(e).__name__}: {e}"
+    return QuicAnswer(status, bytes(received), error)
+
+
+def dtls_send(port: int, server_name: str, data: bytes, *, timeout: float = 10.0) -> str:
+    """``openssl s_client -dtls``: handshake with 127.0.0.1:``port``, send ``data``, close.
+    Returns s_client's output."""
+    try:
+        done = subprocess.run(
+            ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{port}"]
+            + ["-servername", server_name],
+            input=data,
+            capture_output=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as e:
+        # A proxy that neither answers nor closes: UDP has no connection to close.
+        return f"timed out after {timeout} s: {(e.stdout or b'').decode(errors='replace')}"
+    return (done.stdout + done.stderr).decode(errors="replace")
