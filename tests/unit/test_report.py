@@ -19,16 +19,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from expect_ct.listeners import ProxyListeners
+from expect_ct.listeners import canonical_address
+from expect_ct.listeners import is_local_address
 from expect_ct.report import EventLog
-from expect_ct.report import ProxyListeners
 from expect_ct.report import ReportDeduplicator
 from expect_ct.report import ReportOutcome
 from expect_ct.report import ReportSender
 from expect_ct.report import address_kind
 from expect_ct.report import build_report
-from expect_ct.report import canonical_address
 from expect_ct.report import check_preflight
-from expect_ct.report import is_local_address
 from expect_ct.report import rfc3339
 from expect_ct.report import serialize_report
 from expect_ct.sct import SCT
