@@ -135,9 +135,10 @@ def blocked(proxy: Mitmdump, host: str) -> list[dict[str, Any]]:
     return [e for e in proxy.events("blocked") if e["host"] == host]
 
 
-def assert_refused_and_recorded(proxy: Mitmdump, host: str, received_bytes: int) -> None:
-    """Nothing reached the impostor, and the record says it was refused."""
-    assert received_bytes == 0, f"{received_bytes} application bytes reached the impostor"
+def assert_refused_and_recorded(proxy: Mitmdump, host: str, received: int) -> None:
+    """Nothing reached the impostor (``received``: application bytes, or DTLS application
+    data records), and the record says it was refused."""
+    assert received == 0, f"application data reached the impostor ({received} bytes or records)"
     proxy.wait_for_event("blocked", lambda e: e["host"] == host)
 
 

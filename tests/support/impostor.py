@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from typing import Any
+from typing import cast
 
 RAW_QUIC_ALPN = "expect-ct-test"
 H3_ALPN = "h3"
@@ -145,7 +147,7 @@ def _quic_protocol(received: Received, headers: Sequence[tuple[str, str]]) -> ty
     from aioquic.quic.events import StreamDataReceived
 
     class Protocol(QuicConnectionProtocol):  # type: ignore[misc]
-        def __init__(self, *args: object, **kwargs: object) -> None:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.h3: H3Connection | None = None
             with received.lock:
@@ -195,7 +197,7 @@ def quic_impostor(
     from aioquic.quic.configuration import QuicConfiguration
 
     configuration = QuicConfiguration(is_client=False, alpn_protocols=[H3_ALPN, RAW_QUIC_ALPN])
-    configuration.load_cert_chain(str(chain_pem), str(key_pem))
+    configuration.load_cert_chain(chain_pem, key_pem)
     received = Received()
     loop = asyncio.new_event_loop()
     started: list[object] = []
@@ -350,7 +352,7 @@ async def _quic_exchange(
             done.set_result(error)
 
     class Client(QuicConnectionProtocol):  # type: ignore[misc]
-        def __init__(self, *args: object, **kwargs: object) -> None:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             # From the start: the server's HTTP/3 control streams may arrive with the handshake.
             self.h3_conn = H3Connection(self._quic) if h3 else None
@@ -384,7 +386,8 @@ async def _quic_exchange(
         async with asyncio.timeout(timeout):
             async with connect(
                 "127.0.0.1", port, configuration=configuration, create_protocol=Client
-            ) as client:
+            ) as protocol:
+                client = cast(Any, protocol)  # our Client: connect() is typed for the base
                 stream_id = client._quic.get_next_available_stream_id()
                 if client.h3_conn is not None:
                     client.h3_conn.send_headers(
