@@ -91,6 +91,7 @@ class ServedChain:
     certificates: tuple[x509.Certificate, ...]
     skipped: tuple[str, ...]
     leaf_error: str | None
+    ders: tuple[bytes, ...] = ()  # everything as served, readable or not
 
     @property
     def leaf(self) -> x509.Certificate | None:
@@ -107,7 +108,7 @@ def read_served_chain(ders: Sequence[bytes]) -> ServedChain:
     extra must not make the whole chain, leaf included, disappear (issue 17, attack 4).
     """
     if not ders:
-        return ServedChain((), (), "the server sent no certificate")
+        return ServedChain((), (), "the server sent no certificate", ())
     certificates: list[x509.Certificate] = []
     skipped: list[str] = []
     leaf_error: str | None = None
@@ -124,7 +125,9 @@ def read_served_chain(ders: Sequence[bytes]) -> ServedChain:
                 leaf_error = problem
     if leaf_error is not None:
         certificates = []  # no leaf, no chain: extras alone say nothing about the server
-    return ServedChain(tuple(certificates), tuple(skipped), leaf_error)
+    return ServedChain(
+        tuple(certificates), tuple(skipped), leaf_error, tuple(bytes(d) for d in ders)
+    )
 
 
 def _one_line(error: BaseException) -> str:
@@ -335,7 +338,8 @@ class ChainClassifier:
             moment = (now or datetime.datetime.now(UTC)).replace(microsecond=0)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-            key = (*self._cache_key(chain, host, moment), verified)
+            verified_key = tuple(hashlib.sha256(der).digest() for der in verified)
+            key = (*self._cache_key(chain, host, moment), verified_key)
         except Exception as e:  # noqa: BLE001 - hostile or malformed input
             return ChainResult(ChainKind.UNTRUSTED, (), f"cannot read the chain: {e}")
         with self._lock:
@@ -374,7 +378,9 @@ class ChainClassifier:
                 served.certificates, host=host, now=now, verified_chain=verified_chain
             )
         error = f"cannot read the chain: {served.leaf_error}"
-        kind = self._anchor_kind(verified_chain[-1]) if verified_chain else None
+        kind = None
+        if verified_chain and served.ders and bytes(verified_chain[0]) == served.ders[0]:
+            kind = self._anchor_kind(verified_chain[-1])
         if kind is None:
             return ChainResult(ChainKind.UNTRUSTED, (), error, leaf_readable=False)
         return ChainResult(kind, (), error, tls_verified=True, leaf_readable=False)

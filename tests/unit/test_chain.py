@@ -532,6 +532,10 @@ def test_an_unreadable_leaf_is_said_so(root, inter):
         False,
         True,
     )
+    # A verification of some other leaf says nothing about this one.
+    other = [der(pki.make_leaf(inter)[0]), der(inter.cert), der(root.cert)]
+    result = classifier.classify_served(served, host="localhost", verified_chain=other)
+    assert (result.kind, result.tls_verified) == (ChainKind.UNTRUSTED, False)
 
 
 def test_no_certificate_at_all():
