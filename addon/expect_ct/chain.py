@@ -12,6 +12,15 @@ anchor, and Chromium only enforced and reported for chains "issued by a known ro
 Validation is cryptography's ``x509.verification`` (RFC 5280 path building with the CA/B
 Forum web PKI profile: SAN required, basicConstraints, key usage ...). That module is marked
 unstable by cryptography; it is only used here. Pure: no mitmproxy import.
+
+The class is never stricter than the TLS verification the proxy itself performed (issue 17):
+cryptography's verifier refuses some chains OpenSSL accepts (a leaf asserting cA, say), and
+"untrusted" means exempt, so an impostor could otherwise pick a chain that mitmproxy trusts
+and this module does not. The caller passes the chain OpenSSL verified (``verified_chain``),
+and a chain verified to a public (private) trust anchor is at least public (private).
+Likewise a served chain is judged on what can be read (``read_served_chain``): certificates
+cryptography cannot parse are skipped, and an unreadable leaf is said so, never silently
+turned into an empty, exempt chain.
 """
 
 from __future__ import annotations
@@ -58,12 +67,72 @@ class ChainKind(enum.StrEnum):
 class ChainResult:
     """``validated`` runs leaf first to the root (empty unless the chain validated).
 
-    ``error`` says why the chain is untrusted, or for a private chain why it is not public.
+    ``error`` says why the chain is untrusted, or for a private chain why it is not public;
+    when the class rests on the TLS stack's verification (``tls_verified``), it says why
+    cryptography's stricter verifier refused the chain. ``leaf_readable`` is False when the
+    leaf itself could not be parsed (``classify_served``): nothing about its SCTs can be
+    known, and ``error`` says why.
     """
 
     kind: ChainKind
     validated: tuple[x509.Certificate, ...]
     error: str | None
+    tls_verified: bool = False
+    leaf_readable: bool = True
+
+
+@dataclass(frozen=True)
+class ServedChain:
+    """What could be read of a chain as served: ``certificates`` holds the leaf first (when
+    it could be read), then every other readable certificate in served order. ``skipped``
+    has one line per certificate that could not be parsed; ``leaf_error`` is set when the
+    leaf was one of them."""
+
+    certificates: tuple[x509.Certificate, ...]
+    skipped: tuple[str, ...]
+    leaf_error: str | None
+    ders: tuple[bytes, ...] = ()  # everything as served, readable or not
+
+    @property
+    def leaf(self) -> x509.Certificate | None:
+        return (
+            None if self.leaf_error is not None or not self.certificates else self.certificates[0]
+        )
+
+
+def read_served_chain(ders: Sequence[bytes]) -> ServedChain:
+    """Parse a served chain (DER, leaf first) as far as possible. Never raises.
+
+    OpenSSL completes handshakes with chains holding certificates it never uses and
+    cryptography cannot parse (an unsupported version, a malformed extension ...); one such
+    extra must not make the whole chain, leaf included, disappear (issue 17, attack 4).
+    """
+    if not ders:
+        return ServedChain((), (), "the server sent no certificate", ())
+    certificates: list[x509.Certificate] = []
+    skipped: list[str] = []
+    leaf_error: str | None = None
+    for index, der in enumerate(ders):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                certificates.append(x509.load_der_x509_certificate(bytes(der)))
+        except Exception as e:  # noqa: BLE001 - hostile DER raises more than ValueError
+            what = "the leaf" if index == 0 else f"certificate #{index + 1}"
+            problem = f"{what} of {len(ders)} cannot be parsed: {_one_line(e)}"
+            skipped.append(problem)
+            if index == 0:
+                leaf_error = problem
+    if leaf_error is not None:
+        certificates = []  # no leaf, no chain: extras alone say nothing about the server
+    return ServedChain(
+        tuple(certificates), tuple(skipped), leaf_error, tuple(bytes(d) for d in ders)
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -231,6 +300,8 @@ class ChainClassifier:
     ) -> None:
         self._public = verification.Store(list(public_roots)) if public_roots else None
         self._private = verification.Store(list(private_roots)) if private_roots else None
+        self._public_anchors = _anchor_ids(public_roots)
+        self._private_anchors = _anchor_ids(private_roots)
         roots = list(public_roots) + list(private_roots)
         self._root_not_before, self._root_not_after = _validity_bounds(roots)
         self._cache: collections.OrderedDict[tuple[object, ...], ChainResult] = (
@@ -251,13 +322,24 @@ class ChainClassifier:
         *,
         host: str | None,
         now: datetime.datetime | None = None,
+        verified_chain: Sequence[bytes] | None = None,
     ) -> ChainResult:
-        """chain[0] is the leaf, the rest as served (any order). Never raises."""
+        """chain[0] is the leaf, the rest as served (any order). Never raises.
+
+        ``verified_chain``: pass it only when the TLS stack completed certificate
+        verification of this connection (OpenSSL's verify result X509_V_OK with
+        verification on, as mitmproxy does unless ssl_insecure is set): the chain it built,
+        as DER, leaf first and trust anchor last (``SSL_get0_verified_chain``). When its leaf
+        is the served leaf and its anchor is one of the public (private) roots, the result is
+        at least public (private), whatever cryptography's stricter verifier says.
+        """
+        verified = tuple(bytes(der) for der in verified_chain) if verified_chain else ()
         try:
             moment = (now or datetime.datetime.now(UTC)).replace(microsecond=0)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-            key = self._cache_key(chain, host, moment)
+            verified_key = tuple(hashlib.sha256(der).digest() for der in verified)
+            key = (*self._cache_key(chain, host, moment), verified_key)
         except Exception as e:  # noqa: BLE001 - hostile or malformed input
             return ChainResult(ChainKind.UNTRUSTED, (), f"cannot read the chain: {e}")
         with self._lock:
@@ -268,12 +350,71 @@ class ChainClassifier:
                 return cached
             self._misses += 1
         result = self._classify(chain, host, moment)
+        if verified and chain and result.kind is not ChainKind.PUBLIC:
+            result = self._no_stricter_than_tls(result, chain[0], verified)
         with self._lock:
             self._cache[key] = result
             self._cache.move_to_end(key)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return result
+
+    def classify_served(
+        self,
+        served: ServedChain,
+        *,
+        host: str | None,
+        now: datetime.datetime | None = None,
+        verified_chain: Sequence[bytes] | None = None,
+    ) -> ChainResult:
+        """``classify`` for what ``read_served_chain`` read. Never raises.
+
+        Unparsable extras are already left out. With an unreadable leaf the result says so
+        (``leaf_readable`` False); its class then comes from the TLS verification alone:
+        public or private when OpenSSL verified the chain to such a root, else untrusted.
+        """
+        if served.leaf is not None:
+            return self.classify(
+                served.certificates, host=host, now=now, verified_chain=verified_chain
+            )
+        error = f"cannot read the chain: {served.leaf_error}"
+        kind = None
+        if verified_chain and served.ders and bytes(verified_chain[0]) == served.ders[0]:
+            kind = self._anchor_kind(verified_chain[-1])
+        if kind is None:
+            return ChainResult(ChainKind.UNTRUSTED, (), error, leaf_readable=False)
+        return ChainResult(kind, (), error, tls_verified=True, leaf_readable=False)
+
+    def _no_stricter_than_tls(
+        self, result: ChainResult, leaf: x509.Certificate, verified: tuple[bytes, ...]
+    ) -> ChainResult:
+        try:
+            same_leaf = verified[0] == leaf.public_bytes(serialization.Encoding.DER)
+        except Exception:  # noqa: BLE001
+            same_leaf = False
+        kind = self._anchor_kind(verified[-1]) if same_leaf else None
+        if kind is None or kind is result.kind:
+            return result
+        if kind is ChainKind.PRIVATE and result.kind is not ChainKind.UNTRUSTED:
+            return result
+        validated = read_served_chain(verified).certificates
+        why = result.error or "refused by cryptography's verifier"
+        return ChainResult(kind, validated, f"verified by the TLS stack; {why}", tls_verified=True)
+
+    def _anchor_kind(self, anchor_der: bytes) -> ChainKind | None:
+        """PUBLIC or PRIVATE when ``anchor_der`` is one of our roots (same subject and key,
+        as RFC 5280 defines a trust anchor), else None."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                anchor = _anchor_id(x509.load_der_x509_certificate(bytes(anchor_der)))
+        except Exception:  # noqa: BLE001
+            return None
+        if anchor in self._public_anchors:
+            return ChainKind.PUBLIC
+        if anchor in self._private_anchors:
+            return ChainKind.PRIVATE
+        return None
 
     def _cache_key(
         self, chain: Sequence[x509.Certificate], host: str | None, moment: datetime.datetime
@@ -338,6 +479,25 @@ class ChainClassifier:
         if store is None:
             return None
         return verification.PolicyBuilder().store(store).time(moment).build_server_verifier(subject)
+
+
+def _anchor_ids(roots: Sequence[x509.Certificate]) -> frozenset[tuple[bytes, bytes]]:
+    ids = set()
+    for root in roots:
+        try:
+            ids.add(_anchor_id(root))
+        except Exception:  # noqa: BLE001 - a key type cryptography cannot load
+            continue
+    return frozenset(ids)
+
+
+def _anchor_id(root: x509.Certificate) -> tuple[bytes, bytes]:
+    return (
+        root.subject.public_bytes(),
+        root.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )
 
 
 def _verify(

@@ -6,7 +6,8 @@ Format (JSON), a list of objects::
       "expires": "2027-01-01T00:00:00Z"}]
 
 ``host`` and ``expires`` are required; ``enforce`` defaults to false and ``report_uri`` to
-null. An entry that asks for neither enforcement nor reports has no effect, so it is
+null. ``host`` is read as the store keys it (IDNA 2008 / UTS #46: "faß.example" becomes
+"xn--fa-hia.example"); a name that cannot be a key is an error. An entry that asks for neither enforcement nor reports has no effect, so it is
 refused rather than silently stored (Chromium's store keeps only such entries too).
 """
 
@@ -18,6 +19,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from expect_ct.store import canonical_host
 
 
 class InvalidPreload(ValueError):
@@ -62,6 +65,11 @@ def parse_entry(item: Any, where: str) -> PreloadEntry:
     host = item.get("host")
     if not isinstance(host, str) or not host.strip():
         raise InvalidPreload(f"{where}: host must be a non-empty string")
+    try:
+        # The store's key (IDNA 2008 / UTS #46 A-labels): what the proxy looks up later.
+        host = canonical_host(host.strip())
+    except ValueError as e:
+        raise InvalidPreload(f"{where}: {e}") from None
     enforce = item.get("enforce", False)
     if not isinstance(enforce, bool):
         raise InvalidPreload(f"{where}: enforce must be true or false, not {enforce!r}")
@@ -76,7 +84,7 @@ def parse_entry(item: Any, where: str) -> PreloadEntry:
         raise InvalidPreload(f"{where}: {host} asks for neither enforce nor a report_uri")
     if "expires" not in item:
         raise InvalidPreload(f"{where}: expires is required")
-    return PreloadEntry(host.strip(), enforce, report_uri, parse_time(item["expires"], where))
+    return PreloadEntry(host, enforce, report_uri, parse_time(item["expires"], where))
 
 
 def parse_preload(data: str | bytes, *, source: str = "preload") -> list[PreloadEntry]:

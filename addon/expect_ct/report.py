@@ -40,7 +40,10 @@ import h11
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from expect_ct.listeners import ProxyListeners
+from expect_ct.listeners import Resolver
 from expect_ct.sct import SCT
+from expect_ct.store import canonical_host
 
 logger = logging.getLogger(__name__)
 
@@ -354,17 +357,11 @@ def _parse_report_uri(uri: str) -> _Target:
     if not host:
         raise _Refused("refused: invalid report-uri: no host")
     try:
-        ipaddress.ip_address(host)
-        is_ip = True
-    except ValueError:
-        is_ip = False
-    if is_ip:
-        ascii_host = host
-    else:
-        try:
-            ascii_host = host.encode("idna").decode("ascii")
-        except UnicodeError as e:
-            raise _Refused(f"refused: invalid host name {host!r}: {e}") from e
+        # The same IDNA 2008 / UTS #46 conversion as every other host name (store keys), and
+        # IP literals in one canonical form.
+        ascii_host = canonical_host(host)
+    except ValueError as e:
+        raise _Refused(f"refused: invalid host name {host!r}: {e}") from e
     authority = f"[{ascii_host}]" if ":" in ascii_host else ascii_host
     host_header = authority if port == 443 else f"{authority}:{port}"
     target = parts.path or "/"
@@ -420,9 +417,6 @@ class _Deadline:
         return left
 
 
-Resolver = Callable[..., Sequence[tuple[Any, ...]]]
-
-
 class ReportSender:
     """Delivers serialized reports to report-uris from one daemon worker thread.
 
@@ -434,8 +428,10 @@ class ReportSender:
 
     TLS verification uses certifi's roots, or only ``cafile`` when it is given (the same
     meaning as mitmproxy's ssl_verify_upstream_trusted_ca). ``forbidden`` lists the proxy's
-    own listening addresses: never sent to, even with ``allow_private``; an unspecified host
-    ("", "0.0.0.0", "::") there forbids the port on every non-public address.
+    own listening addresses (``ProxyListeners``): never sent to, even with ``allow_private``.
+    Every resolved address of a report-uri is compared in canonical form: IPv4-mapped IPv6 as
+    IPv4, ``0.0.0.0`` / ``::`` as this host, and a listener on an unspecified address ("",
+    "0.0.0.0", "::") as listening on every local address (loopback and each interface's).
     """
 
     def __init__(
@@ -456,10 +452,7 @@ class ReportSender:
         self.on_result = on_result
         self.resolver = resolver
         self.dropped = 0
-        self._forbidden_any_port: set[int] = set()
-        self._forbidden: set[tuple[IPAddress, int]] = set()
-        for host, port in forbidden:
-            self._forbid(host, port)
+        self._listeners = ProxyListeners(forbidden, resolver)
         self._ssl_context = ssl.create_default_context(cafile=cafile or certifi.where())
         self._ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._ssl_context.set_alpn_protocols(["http/1.1"])
@@ -468,21 +461,6 @@ class ReportSender:
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="expect-ct-reports", daemon=True)
         self._worker.start()
-
-    def _forbid(self, host: str, port: int) -> None:
-        if host in ("", "0.0.0.0", "::"):
-            self._forbidden_any_port.add(port)
-            return
-        try:
-            self._forbidden.add((ipaddress.ip_address(host), port))
-            return
-        except ValueError:
-            pass
-        try:
-            for info in self.resolver(host, port, 0, socket.SOCK_STREAM):
-                self._forbidden.add((ipaddress.ip_address(str(info[4][0]).split("%")[0]), port))
-        except (OSError, ValueError) as e:
-            logger.warning(f"Expect-CT reports: cannot resolve the proxy address {host}: {e}")
 
     # -- public API
 
@@ -601,11 +579,9 @@ class ReportSender:
                 ip = ipaddress.ip_address(numeric.split("%")[0])
             except ValueError as e:
                 raise _Refused(f"refused: resolver returned a non-address {numeric!r}") from e
-            kind = address_kind(ip)
-            if (ip, target.port) in self._forbidden or (
-                kind is not None and target.port in self._forbidden_any_port
-            ):
+            if self._listeners.reaches_proxy(ip, target.port):
                 raise _Refused(f"refused: {numeric} port {target.port} is the proxy itself")
+            kind = address_kind(ip)
             if kind is not None and not self.allow_private:
                 # Any bad address refuses the whole report: a name that resolves to one public
                 # and one internal address is exactly what a rebinding attacker would serve.

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from encodings import idna as _idna
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
@@ -38,6 +37,8 @@ from typing import Protocol
 if TYPE_CHECKING:
     from expect_ct.store_postgres import PostgresStore
     from expect_ct.store_sqlite import KnownHostStore
+
+import idna
 
 __all__ = [
     "APPLICATION_ID",
@@ -124,6 +125,9 @@ class KnownHost:
 # Chromium's DNSDomainFromDot) underscores.
 _LDH_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
 _MAX_NAME_LENGTH = 253
+# The label separators of IDNA (RFC 3490 section 3.1, kept by UTS #46 mapping): full stop,
+# ideographic full stop, full-width full stop, half-width ideographic full stop.
+_DOTS = re.compile("[.\u3002\uff0e\uff61]")
 
 
 STORE_FILENAME = "expect-ct.sqlite3"  # in mitmproxy's confdir, for the addon and the CLI
@@ -148,10 +152,13 @@ def canonical_host(host: str) -> str:
     root) is removed. IP literals are kept as addresses (RFC 9163 does not forbid noting them,
     unlike drafts up to -05): IPv4 in dotted-quad form, IPv6 without brackets in RFC 5952 form.
 
-    The conversion to A-labels uses the standard library's IDNA 2003 (RFC 3490, nameprep), so
-    the few names where IDNA 2008 differs (for example "ß", kept by IDNA 2008, becomes "ss")
-    follow IDNA 2003. Hosts reaching a proxy are normally already A-labels, which pass through
-    unchanged after a check that they decode.
+    Labels that are not ASCII are converted as UTS #46 (non-transitional processing, as
+    browsers and curl's libidn2 do) with IDNA 2008 validity, through the ``idna`` package: so
+    "faß.example" is "xn--fa-hia.example", the name a client sends, not IDNA 2003's
+    "fass.example". Hosts reaching a proxy are normally already A-labels: those only have to be
+    well-formed Punycode that decodes to printable text and re-encodes to itself (names
+    registered under IDNA 2003, such as "xn--n3h.net", stay usable as keys: they are what is on
+    the wire).
 
     Raises ValueError, naming what is wrong, for an empty or otherwise invalid host.
     """
@@ -178,7 +185,7 @@ def canonical_host(host: str) -> str:
             f"invalid host {host!r}: ':' is not allowed in a host name "
             "(pass the host without a port; IPv6 addresses must be valid)"
         )
-    labels = [_canonical_label(label, host) for label in _idna.dots.split(name)]
+    labels = [_canonical_label(label, host) for label in _DOTS.split(name)]
     if labels[-1].isdigit():
         # A numeric final label is an IPv4 address to a URL parser ("1.2.3.256", "010.0.0.1",
         # "1234"); it is no valid TLD, so storing it as a name would never match anything.
@@ -204,22 +211,37 @@ def _canonical_ip(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str
 def _canonical_label(label: str, host: str) -> str:
     if not label:
         raise ValueError(f"invalid host {host!r}: empty label")
-    try:
-        if label.isascii():
-            ascii_label = label.lower()
-            if ascii_label.startswith("xn--"):
-                # An A-label must decode (and re-encode to itself); ToUnicode checks both.
-                _idna.ToUnicode(ascii_label)
-        else:
-            ascii_label = _idna.ToASCII(label).decode("ascii").lower()
-    except UnicodeError as e:
-        raise ValueError(f"invalid host {host!r}: label {label!r} fails IDNA ({e})") from e
+    if label.isascii():
+        ascii_label = label.lower()
+        if ascii_label.startswith("xn--"):
+            _check_a_label(ascii_label, label, host)
+    else:
+        try:
+            ascii_label = idna.encode(label, uts46=True, transitional=False).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as e:
+            raise ValueError(
+                f"invalid host {host!r}: label {label!r} fails IDNA 2008 / UTS #46 ({e})"
+            ) from e
     if not _LDH_LABEL.fullmatch(ascii_label):
         raise ValueError(
             f"invalid host {host!r}: label {label!r} must be 1 to 63 letters, digits, "
             "hyphens or underscores after IDNA conversion"
         )
     return ascii_label
+
+
+def _check_a_label(ascii_label: str, label: str, host: str) -> None:
+    """An A-label must be Punycode that decodes to printable non-ASCII text and encodes back
+    to itself. Deliberately not IDNA 2008 validity: an A-label is the name on the wire, and a
+    name that can never become a key could never be enforced."""
+    try:
+        decoded = ascii_label[4:].encode("ascii").decode("punycode")
+        valid = decoded.isprintable() and not decoded.isascii()
+        valid = valid and decoded.encode("punycode").decode("ascii") == ascii_label[4:]
+    except UnicodeError:
+        valid = False
+    if not valid:
+        raise ValueError(f"invalid host {host!r}: label {label!r} fails IDNA (not a valid A-label)")
 
 
 # --- time helpers ----------------------------------------------------------------------------
@@ -267,8 +289,15 @@ def _effective_max_age(max_age: int, cap: int | None) -> int:
 
 
 def _check_cap(max_age_cap: int | None) -> None:
-    if max_age_cap is not None and max_age_cap < 1:
-        raise ValueError(f"max_age_cap must be a positive number of seconds, not {max_age_cap}")
+    # Checked before anything is opened: a cap of 0 would turn every header into a removal,
+    # and a negative one into a failure at the next header (issue 17, attack 9).
+    if max_age_cap is not None and (
+        isinstance(max_age_cap, bool) or not isinstance(max_age_cap, int) or max_age_cap < 1
+    ):
+        raise ValueError(
+            f"max_age_cap must be a whole number of seconds, at least 1 (or None for no "
+            f"cap), not {max_age_cap!r}"
+        )
 
 
 # --- the interface ---------------------------------------------------------------------------

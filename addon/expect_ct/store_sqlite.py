@@ -41,6 +41,7 @@ from expect_ct.store import SCHEMA_VERSION
 from expect_ct.store import Action
 from expect_ct.store import KnownHost
 from expect_ct.store import StoreError
+from expect_ct.store import _check_cap
 from expect_ct.store import _effective_max_age
 from expect_ct.store import _from_ms
 from expect_ct.store import _known_host
@@ -116,8 +117,7 @@ class KnownHostStore:
         max_age_cap: int | None = None,
         create_directory: bool = True,
     ) -> None:
-        if max_age_cap is not None and max_age_cap < 1:
-            raise ValueError(f"max_age_cap must be a positive number of seconds, not {max_age_cap}")
+        _check_cap(max_age_cap)
         self._max_age_cap = max_age_cap
         raw = os.fspath(path)
         self._path = raw if raw == ":memory:" else os.path.expanduser(raw)

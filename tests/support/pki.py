@@ -396,8 +396,13 @@ def make_leaf(
     sct_extensions: bytes = b"",
     key: PrivateKey | None = None,
     serial: int | None = None,
+    ca_flag: bool = False,
 ) -> tuple[x509.Certificate, PrivateKey]:
-    """A TLS server certificate; ``embedded`` logs sign real precert_entry SCTs for it."""
+    """A TLS server certificate; ``embedded`` logs sign real precert_entry SCTs for it.
+
+    ``ca_flag`` asserts basicConstraints cA in the leaf: OpenSSL accepts such a server
+    certificate, cryptography's web PKI verifier refuses it (issue 17, attack 5).
+    """
     if key is None:
         key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
@@ -409,7 +414,7 @@ def make_leaf(
         .serial_number(serial if serial is not None else x509.random_serial_number())
         .not_valid_before(not_before or now - datetime.timedelta(hours=1))
         .not_valid_after(not_after or now + datetime.timedelta(days=90))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca_flag, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(_aki(issuer), critical=False)
     )
@@ -674,6 +679,25 @@ def resign(cert: x509.Certificate, issuer: CA, tbs: bytes) -> x509.Certificate:
     _, signature_algorithm, _ = der_children(content)
     signature = der_tlv(0x03, b"\x00" + sign(issuer.key, tbs))
     return x509.load_der_x509_certificate(der_tlv(0x30, tbs + signature_algorithm[2] + signature))
+
+
+def unparsable_certificate(issuer: CA) -> bytes:
+    """DER of a certificate OpenSSL reads and cryptography refuses with a ValueError: its
+    version is v1 spelled out, which DER forbids (a DEFAULT value must be omitted).
+    OpenSSL ignores it as an unused extra of a served chain, and so does mitmproxy (it skips
+    certificates cryptography cannot load); issue 17, attack 4."""
+    cert, _ = make_leaf(issuer, hosts=("junk.invalid",))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    v3 = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2
+    assert der.count(v3) == 1
+    return der.replace(v3, bytes.fromhex("a003020100"))
+
+
+def der_pem(der: bytes, label: str = "CERTIFICATE") -> bytes:
+    """One PEM block around ``der`` (for DER that cryptography refuses to load)."""
+    b64 = base64.b64encode(der).decode()
+    lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
+    return (f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n").encode()
 
 
 def with_sct_extensions(

@@ -10,12 +10,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from expect_ct.chain import ChainClassifier
 from expect_ct.chain import ChainKind
 from expect_ct.chain import default_public_roots
 from expect_ct.chain import load_pem_roots
 from expect_ct.chain import load_roots_dir
+from expect_ct.chain import read_served_chain
 from support import pki
 
 UTC = datetime.UTC
@@ -406,3 +410,143 @@ def test_default_public_roots_is_certifi(certifi_roots):
 
     assert default_public_roots() == certifi.where()
     assert all(isinstance(c, x509.Certificate) for c in certifi_roots)
+
+
+# ------------------------------ never stricter than the TLS stack (issue 17, attacks 4 and 5)
+
+
+@pytest.fixture(scope="module")
+def ca_flagged_leaf(inter: pki.CA) -> x509.Certificate:
+    """A leaf OpenSSL accepts for TLS and cryptography's web PKI verifier refuses."""
+    return pki.make_leaf(inter, ca_flag=True)[0]
+
+
+def test_a_chain_the_tls_stack_verified_to_a_public_root_is_public(
+    root, inter, ca_flagged_leaf, certifi_roots
+):
+    classifier = ChainClassifier([root.cert], certifi_roots)
+    served = [ca_flagged_leaf, inter.cert]
+    # cryptography alone: untrusted, which would make the chain exempt.
+    alone = classifier.classify(served, host="localhost")
+    assert alone.kind is ChainKind.UNTRUSTED
+    assert "basicConstraints.cA" in (alone.error or "")
+    verified = [der(ca_flagged_leaf), der(inter.cert), der(root.cert)]
+    result = classifier.classify(served, host="localhost", verified_chain=verified)
+    assert result.kind is ChainKind.PUBLIC
+    assert result.tls_verified
+    assert result.validated == (ca_flagged_leaf, inter.cert, root.cert)  # issuers for SCTs
+    assert result.error is not None and result.error.startswith("verified by the TLS stack; ")
+    assert "basicConstraints.cA" in result.error
+    # A chain cryptography accepts is untouched by the hint.
+    plain = pki.make_leaf(inter)[0]
+    normal = classifier.classify(
+        [plain, inter.cert], host="localhost", verified_chain=[der(plain), der(root.cert)]
+    )
+    assert normal.kind is ChainKind.PUBLIC and not normal.tls_verified and normal.error is None
+
+
+def test_public_by_the_tls_stack_wins_over_private_by_cryptography(root, inter):
+    """The intermediate is also a private root: served without it, cryptography finds only
+    the private path, while OpenSSL (which may have it cached or configured) verified the
+    chain to the public root."""
+    private_root = pki.make_root("Chain Test Private Root")
+    classifier = ChainClassifier([root.cert], [inter.cert, private_root.cert])
+    leaf = pki.make_leaf(inter)[0]
+    assert classifier.classify([leaf], host="localhost").kind is ChainKind.PRIVATE
+    verified = [der(leaf), der(inter.cert), der(root.cert)]
+    result = classifier.classify([leaf], host="localhost", verified_chain=verified)
+    assert (result.kind, result.tls_verified) == (ChainKind.PUBLIC, True)
+    assert result.validated == (leaf, inter.cert, root.cert)
+
+
+def test_a_chain_the_tls_stack_verified_to_a_private_root_is_private(inter, ca_flagged_leaf):
+    private = pki.make_root("Chain Test Corporate Root")
+    public = pki.make_root("Chain Test Other Public Root")
+    classifier = ChainClassifier([public.cert], [inter.cert, private.cert])
+    result = classifier.classify(
+        [ca_flagged_leaf],
+        host="localhost",
+        verified_chain=[der(ca_flagged_leaf), der(inter.cert)],
+    )
+    assert result.kind is ChainKind.PRIVATE and result.tls_verified
+
+
+@pytest.mark.parametrize("which", ["other leaf", "unknown anchor", "garbage anchor", "empty"])
+def test_a_tls_verification_that_does_not_fit_changes_nothing(root, inter, ca_flagged_leaf, which):
+    classifier = ChainClassifier([root.cert])
+    other_root = pki.make_root("Chain Test Unknown Root")
+    verified = {
+        "other leaf": [der(pki.make_leaf(inter)[0]), der(inter.cert), der(root.cert)],
+        "unknown anchor": [der(ca_flagged_leaf), der(inter.cert), der(other_root.cert)],
+        "garbage anchor": [der(ca_flagged_leaf), b"\x30\x03\x02\x01\x00"],
+        "empty": [],
+    }[which]
+    result = classifier.classify(
+        [ca_flagged_leaf, inter.cert], host="localhost", verified_chain=verified
+    )
+    assert result.kind is ChainKind.UNTRUSTED and not result.tls_verified
+
+
+def test_the_tls_verification_is_part_of_the_cache_key(root, inter, ca_flagged_leaf):
+    classifier = ChainClassifier([root.cert])
+    served = [ca_flagged_leaf, inter.cert]
+    verified = [der(ca_flagged_leaf), der(inter.cert), der(root.cert)]
+    assert classifier.classify(served, host="localhost").kind is ChainKind.UNTRUSTED
+    assert (
+        classifier.classify(served, host="localhost", verified_chain=verified).kind
+        is ChainKind.PUBLIC
+    )
+    assert classifier.classify(served, host="localhost").kind is ChainKind.UNTRUSTED
+
+
+def test_an_unparsable_extra_certificate_is_skipped_and_the_rest_judged(root, inter, leaf):
+    junk = pki.unparsable_certificate(inter)
+    with pytest.raises(ValueError, match="EncodedDefault"):
+        x509.load_der_x509_certificate(junk)
+    served = read_served_chain([der(leaf), der(inter.cert), junk])
+    assert served.leaf == leaf
+    assert served.certificates == (leaf, inter.cert)
+    assert served.leaf_error is None
+    (skipped,) = served.skipped
+    assert skipped.startswith("certificate #3 of 3 cannot be parsed: ")
+    result = ChainClassifier([root.cert]).classify_served(served, host="localhost")
+    assert result.kind is ChainKind.PUBLIC and result.leaf_readable
+    assert result.validated == (leaf, inter.cert, root.cert)
+
+
+def test_an_unreadable_leaf_is_said_so(root, inter):
+    junk = pki.unparsable_certificate(inter)
+    served = read_served_chain([junk, der(inter.cert)])
+    assert served.leaf is None and served.certificates == ()
+    assert served.leaf_error is not None
+    assert served.leaf_error.startswith("the leaf of 2 cannot be parsed: ")
+    classifier = ChainClassifier([root.cert])
+    result = classifier.classify_served(served, host="localhost")
+    assert (result.kind, result.leaf_readable) == (ChainKind.UNTRUSTED, False)
+    assert result.error == f"cannot read the chain: {served.leaf_error}"
+    # OpenSSL verified it to a public root: public, so enforcement applies and must block.
+    verified = [junk, der(inter.cert), der(root.cert)]
+    result = classifier.classify_served(served, host="localhost", verified_chain=verified)
+    assert (result.kind, result.leaf_readable, result.tls_verified) == (
+        ChainKind.PUBLIC,
+        False,
+        True,
+    )
+    # A verification of some other leaf says nothing about this one.
+    other = [der(pki.make_leaf(inter)[0]), der(inter.cert), der(root.cert)]
+    result = classifier.classify_served(served, host="localhost", verified_chain=other)
+    assert (result.kind, result.tls_verified) == (ChainKind.UNTRUSTED, False)
+
+
+def test_no_certificate_at_all():
+    served = read_served_chain([])
+    assert served.leaf is None and served.leaf_error == "the server sent no certificate"
+
+
+@settings(max_examples=150, deadline=None)
+@given(ders=st.lists(st.binary(max_size=64), max_size=4))
+def test_read_served_chain_never_raises(ders: list[bytes]) -> None:
+    served = read_served_chain(ders)
+    assert len(served.skipped) + len(served.certificates) <= max(len(ders), 1)
+    assert (served.leaf is None) == (served.leaf_error is not None)
+    assert all("\n" not in line for line in served.skipped)

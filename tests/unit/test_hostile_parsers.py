@@ -51,6 +51,8 @@ from expect_ct.sct import encode_sct_list
 from expect_ct.sct import ocsp_scts
 from expect_ct.sct import parse_sct
 from expect_ct.sct import parse_sct_list
+from expect_ct.store import canonical_host
+from expect_ct.store import host_key
 from expect_ct.tls import MalformedHandshakeMessage
 from expect_ct.tls import parse_certificate_status
 from expect_ct.tls import parse_extensions
@@ -556,6 +558,30 @@ def test_log_list_arbitrary_bytes_raise_only_invalid_log_list(data: bytes) -> No
         LogList.from_json(data, source="bytes")
     except InvalidLogList:
         pass
+
+
+# --- host names (IDNA 2008 / UTS #46) ----------------------------------------------------------
+
+host_text = st.lists(
+    st.sampled_from(["a", "B", "ß", "ü", "σ", "ς", "-", "_", ".", "\u3002", "xn--", "\u200d"])
+    | st.text(max_size=4),
+    max_size=8,
+).map("".join)
+
+
+@FUZZ
+@given(host=host_text)
+def test_canonical_host_returns_a_stable_ascii_key_or_raises_value_error(host: str) -> None:
+    try:
+        key = canonical_host(host)
+    except ValueError as error:
+        # One line that names the input, whatever it holds.
+        assert repr(host) in str(error) and "\n" not in str(error)
+        assert host_key(host) == host.lower()
+        return
+    assert key.isascii() and key == key.lower() and key
+    assert canonical_host(key) == key  # a key is its own key
+    assert host_key(host) == key
 
 
 # --- preload files ---------------------------------------------------------------------------

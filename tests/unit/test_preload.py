@@ -38,6 +38,40 @@ def test_valid_file_round_trips(tmp_path: Path) -> None:
     ]
 
 
+def test_hosts_are_read_as_store_keys() -> None:
+    entries = parse_preload(
+        json.dumps(
+            [
+                {"host": "Faß.Example.", "enforce": True, "expires": "2027-01-01T00:00:00Z"},
+                {
+                    "host": " XN--BCHER-KVA.example ",
+                    "enforce": True,
+                    "expires": "2027-01-01T00:00:00Z",
+                },
+            ]
+        )
+    )
+    # IDNA 2008 / UTS #46 (IDNA 2003 would give fass.example, a name no client sends).
+    assert [e.host for e in entries] == ["xn--fa-hia.example", "xn--bcher-kva.example"]
+
+
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        (
+            '[{"host": "\u2603.net", "enforce": true, "expires": "2027-01-01T00:00:00Z"}]',
+            "entry 0: invalid host '\u2603.net': label '\u2603' fails IDNA 2008",
+        ),
+        ('[{"host": "a..b", "enforce": true, "expires": "2027-01-01T00:00:00Z"}]', "empty label"),
+        ('[{"host": "a.b:443", "enforce": true, "expires": "2027-01-01T00:00:00Z"}]', "port"),
+    ],
+)
+def test_hosts_that_cannot_be_keys_are_refused(document: str, message: str) -> None:
+    with pytest.raises(InvalidPreload) as excinfo:
+        parse_preload(document)
+    assert message in str(excinfo.value)
+
+
 @pytest.mark.parametrize(
     "document, message",
     [

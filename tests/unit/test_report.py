@@ -19,6 +19,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from expect_ct.listeners import ProxyListeners
+from expect_ct.listeners import canonical_address
+from expect_ct.listeners import is_local_address
 from expect_ct.report import EventLog
 from expect_ct.report import ReportDeduplicator
 from expect_ct.report import ReportOutcome
@@ -558,6 +561,123 @@ def test_never_sends_to_the_proxy_itself(collector: Collector, cafile: str):
             sender.close()
         assert outcome.detail == f"refused: 127.0.0.1 port {collector.port} is the proxy itself"
     assert collector.connections == 0
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["[::ffff:127.0.0.1]", "0.0.0.0", "[::FFFF:7f00:1]", "localhost", "127.0.0.1"],
+)
+def test_every_spelling_of_the_proxy_is_refused_before_connecting(
+    collector: Collector, cafile: str, spelling: str
+):
+    """Issue 17, attack 8: other spellings of the proxy's own address (127.0.0.1 here)."""
+    uri = f"https://{spelling}:{collector.port}/report"
+    # Control: without the guard this spelling really reaches the listener on 127.0.0.1.
+    before = collector.connections
+    sender, _ = _sender(cafile, allow_private=True)
+    try:
+        sender.deliver(uri, BODY)
+    finally:
+        sender.close()
+    assert collector.connections > before, f"{spelling} does not reach 127.0.0.1 here"
+
+    before = collector.connections
+    sender, _ = _sender(cafile, allow_private=True, forbidden=[("127.0.0.1", collector.port)])
+    try:
+        outcome = sender.deliver(uri, BODY)
+    finally:
+        sender.close()
+    assert outcome.delivery == "failed"
+    assert outcome.detail.endswith(f"port {collector.port} is the proxy itself"), outcome
+    assert collector.connections == before
+
+
+def _one_local_interface_address() -> str | None:
+    """A non-loopback address of this host, if it has one (found without sending a packet)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # UDP connect only picks a route
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+@pytest.mark.parametrize("listen_host", ["", "0.0.0.0", "::", "[::]", "*"])
+def test_a_proxy_on_an_unspecified_address_listens_on_every_local_address(listen_host: str):
+    listeners = ProxyListeners([(listen_host, 8080)])
+    for target in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "0.0.0.0", "::"):
+        assert listeners.reaches_proxy(target, 8080), target
+        assert not listeners.reaches_proxy(target, 8081), target
+    # A public address that is not this host's: another machine, not a loop.
+    assert not listeners.reaches_proxy("192.0.2.77", 8080)
+    assert not listeners.reaches_proxy("2001:db8::77", 8080)
+    own = _one_local_interface_address()
+    if own is not None:
+        assert listeners.reaches_proxy(own, 8080), own
+
+
+def test_a_proxy_on_one_address_is_reached_only_there_or_through_this_host():
+    listeners = ProxyListeners([("127.0.0.1", 8080), ("[::1]", 8443)])
+    assert listeners.reaches_proxy("127.0.0.1", 8080)
+    assert listeners.reaches_proxy("::ffff:127.0.0.1", 8080)  # IPv4-mapped
+    assert listeners.reaches_proxy("0.0.0.0", 8080)  # "this host" as a target
+    assert listeners.reaches_proxy("::", 8443)
+    assert listeners.reaches_proxy("::1", 8443)
+    # A listener bound to 127.0.0.1 does not accept connections to 127.0.0.2 or ::1.
+    assert not listeners.reaches_proxy("127.0.0.2", 8080)
+    assert not listeners.reaches_proxy("::1", 8080)
+    assert not listeners.reaches_proxy("127.0.0.1", 8443)
+
+
+def test_listeners_given_by_name_or_in_odd_spellings():
+    def resolver(host: str, port: int, *args: Any) -> list[tuple[Any, ...]]:
+        assert host == "localhost"
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+        ]
+
+    listeners = ProxyListeners(
+        [("localhost", 8080), ("::ffff:127.0.0.2", 8081), ("fe80::1%lo", 8082)], resolver
+    )
+    assert listeners.reaches_proxy("127.0.0.1", 8080)
+    assert listeners.reaches_proxy("::1", 8080)
+    assert listeners.reaches_proxy("127.0.0.2", 8081)
+    assert listeners.reaches_proxy("fe80::1", 8082)
+
+
+def test_an_unresolvable_listener_name_guards_its_port_on_every_local_address(caplog):
+    def resolver(*args: Any) -> list[tuple[Any, ...]]:
+        raise socket.gaierror("no such host")
+
+    with caplog.at_level(logging.WARNING, logger="expect_ct.report"):
+        listeners = ProxyListeners([("proxy.invalid", 8080)], resolver)
+    assert "cannot resolve the proxy address proxy.invalid" in caplog.text
+    assert listeners.reaches_proxy("127.0.0.1", 8080)
+    assert not listeners.reaches_proxy("127.0.0.1", 8081)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("::ffff:127.0.0.1", "127.0.0.1"),
+        ("[::ffff:7f00:1]", "127.0.0.1"),
+        ("[2001:DB8::1]", "2001:db8::1"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("0.0.0.0", "0.0.0.0"),
+    ],
+)
+def test_canonical_address(given: str, expected: str):
+    assert str(canonical_address(given)) == expected
+
+
+def test_is_local_address():
+    import ipaddress
+
+    for local in ("127.0.0.1", "127.1.2.3", "::1", "0.0.0.0", "::", "::ffff:127.0.0.1"):
+        assert is_local_address(ipaddress.ip_address(local)), local
+    assert not is_local_address(ipaddress.ip_address("192.0.2.77"))
 
 
 @pytest.mark.parametrize(

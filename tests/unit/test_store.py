@@ -87,7 +87,17 @@ def raw_rows(path: Path) -> list[tuple[object, ...]]:
         ("XN--BCHER-KVA.EXAMPLE", "xn--bcher-kva.example"),
         ("bücher\u3002example", "xn--bcher-kva.example"),  # IDEOGRAPHIC FULL STOP separates labels
         ("\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com", "example.com"),  # full-width letters
-        ("straße.example", "strasse.example"),  # IDNA 2003 (nameprep), documented
+        # IDNA 2008 / UTS #46 non-transitional: the deviation characters are kept, so these
+        # are the names clients send (IDNA 2003 gave "strasse.example" and "fass.example").
+        ("straße.example", "xn--strae-oqa.example"),
+        ("faß.example", "xn--fa-hia.example"),
+        ("Faß.EXAMPLE", "xn--fa-hia.example"),
+        ("xn--fa-hia.example", "xn--fa-hia.example"),
+        ("βόλος.example", "xn--nxasmm1c.example"),  # final sigma kept (IDNA 2003: σ)
+        ("\u0dc1\u0dca\u200d\u0dbb\u0dd3.example", "xn--10cl1a0b660p.example"),  # ZWJ kept
+        # An A-label registered under IDNA 2003 (a symbol IDNA 2008 disallows) is on the wire
+        # as is and must stay usable as a key.
+        ("xn--n3h.net", "xn--n3h.net"),
         ("_dmarc.example", "_dmarc.example"),
         ("localhost", "localhost"),
         ("192.0.2.1", "192.0.2.1"),
@@ -111,7 +121,7 @@ def test_canonical_host(given: str, expected: str) -> None:
         ("example.com..", "empty label"),
         ("exa mple.com", "letters, digits"),
         ("a/b.example", "letters, digits"),
-        ("a\uff0fb.example", "letters, digits"),  # full-width solidus maps to "/"
+        ("a\uff0fb.example", "fails IDNA 2008"),  # full-width solidus maps to "/"
         ("*.example", "letters, digits"),
         ("nul\x00.example", "letters, digits"),
         ("example.com:443", "without a port"),
@@ -120,7 +130,12 @@ def test_canonical_host(given: str, expected: str) -> None:
         ("[192.0.2.1]", "not an IPv6 address"),
         ("[example.com]", "not an IPv6 address"),
         ("xn--zz.example", "fails IDNA"),
-        ("xn--a.example", "fails IDNA"),
+        ("xn--a.example", "fails IDNA"),  # decodes to a control character
+        ("xn--.example", "fails IDNA"),
+        ("\u2603.net", "fails IDNA 2008"),  # U-label of a symbol: disallowed by IDNA 2008
+        ("a\u2488.example", "fails IDNA 2008"),  # maps to "a1." (a dot inside one label)
+        ("a\u200db.example", "fails IDNA 2008"),  # ZWJ without its required context
+        ("-bücher.example", "fails IDNA 2008"),  # leading hyphen
         ("a" * 64 + ".example", "fails IDNA|letters, digits"),
         (".".join(["a" * 63] * 4), "more than the 253"),
         ("192.0.2.256", "not a valid IPv4 address"),
@@ -135,7 +150,7 @@ def test_canonical_host_rejects(given: str, why: str) -> None:
 
 
 def test_canonical_host_is_idempotent() -> None:
-    for host in ("BÜcher.Example.", "[::ffff:192.0.2.1]", "Straße.example", "x.EXAMPLE"):
+    for host in ("BÜcher.Example.", "[::ffff:192.0.2.1]", "Straße.example", "x.EXAMPLE", "faß.a"):
         once = canonical_host(host)
         assert canonical_host(once) == once
 
@@ -286,6 +301,24 @@ def test_max_age_cap(store_path: Path) -> None:
         )
 
 
+@pytest.mark.parametrize("cap", [0, -1, -(2**40), 1.5, True, "60"])
+def test_max_age_cap_below_one_second_or_not_a_number_is_refused(
+    store_path: Path, cap: object
+) -> None:
+    """Issue 17, attack 9: a cap of 0 used to be accepted and broke later store changes."""
+    with pytest.raises(ValueError) as excinfo:
+        KnownHostStore(store_path, max_age_cap=cap)  # type: ignore[arg-type]
+    assert str(excinfo.value) == (
+        f"max_age_cap must be a whole number of seconds, at least 1 (or None for no cap), "
+        f"not {cap!r}"
+    )
+    # Refused before the file was touched.
+    assert not store_path.exists()
+    with KnownHostStore(store_path, max_age_cap=1) as smallest:
+        _, entry = smallest.observe("h.example", max_age=3, enforce=True, report_uri=None, now=NOW)
+        assert entry is not None and entry.expires == NOW + timedelta(seconds=1)
+
+
 def test_huge_max_age_is_clamped_to_2_31(store: KnownHostStore) -> None:
     _, entry = store.observe("h.example", max_age=10**30, enforce=True, report_uri=None, now=NOW)
     assert entry is not None and entry.expires == NOW + timedelta(seconds=MAX_AGE_LIMIT)
@@ -297,7 +330,7 @@ def test_argument_errors(store: KnownHostStore, store_path: Path) -> None:
         store.observe("h.example", max_age=-1, enforce=True, report_uri=None, now=NOW)
     with pytest.raises(ValueError, match="timezone-aware"):
         store.get("h.example", now=datetime(2026, 1, 1))
-    with pytest.raises(ValueError, match="max_age_cap must be a positive"):
+    with pytest.raises(ValueError, match="max_age_cap must be a whole number"):
         KnownHostStore(store_path, max_age_cap=0)
     with pytest.raises(ValueError, match="'bad host'"):
         store.get("bad host")
