@@ -720,7 +720,7 @@ def format_timestamp(timestamp_ms: int) -> str:
         moment = loglistmod.ms_to_datetime(timestamp_ms)
     except OverflowError:
         return f"{timestamp_ms} ms since 1970 (beyond year 9999)"
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return records.rfc3339(moment, milliseconds=True)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

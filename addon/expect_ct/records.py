@@ -31,9 +31,20 @@ NOT_OBSERVED = "not observed"  # we could not look (HTTP/3, a saved flow, no fil
 OBSERVED = "observed"  # the certificate itself is always available
 
 
-def rfc3339(moment: datetime.datetime) -> str:
-    """RFC 3339 UTC with whole seconds, as every record's time fields use."""
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def rfc3339(moment: datetime.datetime, *, milliseconds: bool = False) -> str:
+    """RFC 3339 section 5.6 UTC time: whole seconds, as every record's time fields use, or
+    with milliseconds, as reports (Chromium's ``TimeToISO8601``) and SCT timestamps use.
+
+    A naive datetime is taken to be UTC (cryptography's convention for certificate times).
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    moment = moment.astimezone(datetime.UTC)
+    text = (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    )
+    return text + (f".{moment.microsecond // 1000:03d}Z" if milliseconds else "Z")
 
 
 def to_cryptography(cert: Any) -> x509.Certificate:

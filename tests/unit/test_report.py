@@ -26,8 +26,9 @@ from expect_ct.report import ReportSender
 from expect_ct.report import address_kind
 from expect_ct.report import build_report
 from expect_ct.report import check_preflight
-from expect_ct.report import rfc3339
+
 from expect_ct.report import serialize_report
+from expect_ct.records import rfc3339
 from expect_ct.sct import SCT
 from expect_ct.sct import Source
 from support import pki
@@ -113,7 +114,7 @@ def pem_str(cert: x509.Certificate) -> str:
     ],
 )
 def test_rfc3339(moment, expected):
-    assert rfc3339(moment) == expected
+    assert rfc3339(moment, milliseconds=True) == expected
 
 
 # ------------------------------------------------------------------------------ the report
