@@ -73,6 +73,10 @@ class BoundedMap(Generic[K, V]):
     def values(self) -> list[V]:
         return [value for _, value in self._entries.values()]
 
+    def entries(self) -> list[tuple[K, float, V]]:
+        """(key, expiry on the clock or inf, value), least recently used first."""
+        return [(key, expires, value) for key, (expires, value) in self._entries.items()]
+
     def get(self, key: K, default: V | None = None) -> V | None:
         entry = self._entries.get(key)
         if entry is None:

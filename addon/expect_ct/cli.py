@@ -977,9 +977,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] in LAUNCHED_TOOLS:
         # Everything after the tool's name is mitmproxy's command line, untouched.
-        from expect_ct import addon as addonmod  # imports mitmproxy: only on this path
+        from expect_ct.mitm import launch  # imports mitmproxy: only on this path
 
-        addonmod.run_tool(arguments[0], arguments[1:])
+        launch.run_tool(arguments[0], arguments[1:])
         return EXIT_OK
     parser = build_parser()
     args = parser.parse_args(arguments)

@@ -56,7 +56,9 @@ def header_gate(
             IGNORED, "received over plain HTTP (RFC 9163 2.3.2: only secure transport counts)"
         )
     if not valid:
-        return HeaderEffect(IGNORED, "malformed header: no Expect-CT state changes (RFC 9163 2.3.1)")
+        return HeaderEffect(
+            IGNORED, "malformed header: no Expect-CT state changes (RFC 9163 2.3.1)"
+        )
     if chain is None:
         return HeaderEffect(IGNORED, "the upstream connection's certificates are not available")
     if chain is ChainKind.PRIVATE:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any

@@ -788,7 +788,12 @@ class EventLog:
         """Append one record; ``encoded_fields`` comes from encode_fields(). The line is the
         same as write() gives for those fields."""
         envelope = json.dumps(
-            {"time": rfc3339(self._clock(), milliseconds=True), "event": event, "host": host, "port": port},
+            {
+                "time": rfc3339(self._clock(), milliseconds=True),
+                "event": event,
+                "host": host,
+                "port": port,
+            },
             ensure_ascii=True,
         )
         if encoded_fields == "{}":

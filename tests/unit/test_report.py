@@ -19,6 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from expect_ct.records import rfc3339
 from expect_ct.report import EventLog
 from expect_ct.report import ReportDeduplicator
 from expect_ct.report import ReportOutcome
@@ -26,9 +27,7 @@ from expect_ct.report import ReportSender
 from expect_ct.report import address_kind
 from expect_ct.report import build_report
 from expect_ct.report import check_preflight
-
 from expect_ct.report import serialize_report
-from expect_ct.records import rfc3339
 from expect_ct.sct import SCT
 from expect_ct.sct import Source
 from support import pki
