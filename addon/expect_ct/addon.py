@@ -35,7 +35,6 @@ from expect_ct import tls as tlsmod
 from expect_ct.mitm import options as optionsmod
 from expect_ct.mitm.annotate import META_KEY
 from expect_ct.mitm.annotate import Annotator
-from expect_ct.mitm.annotate import unb64
 from expect_ct.mitm.commands import Commands
 from expect_ct.mitm.connections import ConnectionRecord
 from expect_ct.mitm.connections import Connections
@@ -356,7 +355,9 @@ class ExpectCT:
                 record.host,
                 record.port,
                 reason=record.blocked,
-                known_host=known_host_json(record.known_host),
+                known_host=records.known_host_record(record.known_host, last_observed=False)
+                if record.known_host is not None
+                else None,
             )
         self.connections.last_seen.put(record.host, record)
         due = decisions.known_host_report(
@@ -397,9 +398,9 @@ class ExpectCT:
         served = tuple(records.to_cryptography(c) for c in flow.server_conn.certificate_list)
         handshake = tlsmod.HandshakeSCTs(
             captured=bool(stored),
-            tls_extension=unb64(stored.get("tls_extension")),
+            tls_extension=records.unb64(stored.get("tls_extension")),
             tls_extension_where=None,
-            ocsp_response=unb64(stored.get("ocsp_response")),
+            ocsp_response=records.unb64(stored.get("ocsp_response")),
             tls_version=flow.server_conn.tls_version,
             chain=served,
         )
@@ -580,14 +581,3 @@ class ExpectCT:
         if record is not None and record.blocked is not None:
             self._annotate(flow, record)
             self.annotator.blocked(flow, record.blocked, response=False, summary=record.summary())
-
-
-def known_host_json(known: storemod.KnownHost | None) -> dict[str, Any] | None:
-    if known is None:
-        return None
-    return {
-        "host": known.host,
-        "enforce": known.enforce,
-        "report_uri": known.report_uri,
-        "expires": records.rfc3339(known.expires),
-    }

@@ -27,6 +27,7 @@ IGNORED = "ignored"
 HEADER_ACTIONS = (NOTED, UPDATED, REMOVED, IGNORED)
 
 ENFORCE_MODES = ("off", "header", "all")
+DEFAULT_MAX_AGE_CAP = 2592000  # seconds (30 days): expect_ct_max_age_cap's default
 
 NOT_KNOWN_MAX_AGE_0 = "max-age=0 for a host that is not known: nothing to remove (RFC 9163 2.3.2)"
 

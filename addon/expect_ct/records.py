@@ -47,6 +47,39 @@ def rfc3339(moment: datetime.datetime, *, milliseconds: bool = False) -> str:
     return text + (f".{moment.microsecond // 1000:03d}Z" if milliseconds else "Z")
 
 
+def b64(data: bytes | None) -> str | None:
+    return base64.b64encode(data).decode("ascii") if data is not None else None
+
+
+def unb64(data: Any) -> bytes | None:
+    """The bytes of a base64 text from flow metadata; None if it is not one."""
+    if not isinstance(data, str):
+        return None
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:
+        return None
+
+
+def sources_text(sources: Mapping[str, str]) -> str:
+    """``sources`` as words: "embedded observed, tls-extension absent, ocsp not observed"."""
+    return ", ".join(f"{path} {state}" for path, state in sources.items())
+
+
+def known_host_record(known: Any, *, last_observed: bool = True) -> dict[str, Any]:
+    """A Known Expect-CT Host (store.KnownHost) as JSON: ``hosts`` output, command results,
+    and (without ``last_observed``) the ``blocked`` event's ``known_host``."""
+    record = {
+        "host": known.host,
+        "enforce": known.enforce,
+        "report_uri": known.report_uri,
+        "expires": rfc3339(known.expires),
+    }
+    if last_observed:
+        record["last_observed"] = rfc3339(known.last_observed)
+    return record
+
+
 def to_cryptography(cert: Any) -> x509.Certificate:
     """A mitmproxy ``certs.Cert`` as a cryptography certificate (11.0 has no to_cryptography())."""
     convert = getattr(cert, "to_cryptography", None)

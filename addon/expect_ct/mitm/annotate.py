@@ -6,7 +6,6 @@ back to pass state between its hooks (that lives in ``Annotator``'s own bounded 
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 from typing import Any
 
@@ -32,26 +31,13 @@ class FlowNote:
     comment: str | None = None  # the comment the addon last wrote
 
 
-def b64(data: bytes | None) -> str | None:
-    return base64.b64encode(data).decode() if data is not None else None
-
-
-def unb64(data: Any) -> bytes | None:
-    if not isinstance(data, str):
-        return None
-    try:
-        return base64.b64decode(data, validate=True)
-    except ValueError:
-        return None
-
-
 def handshake_meta(record: ConnectionRecord) -> dict[str, str | None] | None:
     """The raw handshake SCT data, so a saved flow can be re-evaluated completely."""
     if not record.handshake.captured:
         return None
     return {
-        "tls_extension": b64(record.handshake.tls_extension),
-        "ocsp_response": b64(record.handshake.ocsp_response),
+        "tls_extension": records.b64(record.handshake.tls_extension),
+        "ocsp_response": records.b64(record.handshake.ocsp_response),
     }
 
 

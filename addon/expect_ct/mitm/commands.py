@@ -73,16 +73,7 @@ class Commands:
     @command.command("expectct.hosts")
     def hosts(self) -> JSON:  # type: ignore[valid-type]
         """List the Known Expect-CT Hosts (also in the event log)."""
-        result = [
-            {
-                "host": h.host,
-                "enforce": h.enforce,
-                "report_uri": h.report_uri,
-                "expires": records.rfc3339(h.expires),
-                "last_observed": records.rfc3339(h.last_observed),
-            }
-            for h in self._store().hosts()
-        ]
+        result = [records.known_host_record(h) for h in self._store().hosts()]
         lines = [
             f"{h['host']}: {'enforce' if h['enforce'] else 'report-only'}, expires {h['expires']}"
             + (f", report-uri {h['report_uri']}" if h["report_uri"] else "")

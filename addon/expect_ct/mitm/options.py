@@ -92,7 +92,7 @@ def add_options(loader: Any) -> None:
     loader.add_option(
         "expect_ct_max_age_cap",
         int,
-        2592000,
+        decisions.DEFAULT_MAX_AGE_CAP,
         "Seconds. Expect-CT max-age values above this are stored as this (RFC 9163 2.3.2.2).",
     )
     loader.add_option(
