@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from support import pki
-from support.origins import openssl_origin
+from support.origins import openssl_origins
 from support.proxy import Mitmdump
 from support.world import World
 from support.world import proxy_options
@@ -67,20 +67,7 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
     }
     flow_file = base / "flows.mitm"
     with contextlib.ExitStack() as stack:
-        ports: dict[tuple[str, str], int] = {}
-        for delivery, (leaf, key, serverinfo, ocsp_der) in served.items():
-            for tls in TLS_VERSIONS:
-                ports[delivery, tls] = stack.enter_context(
-                    openssl_origin(
-                        base,
-                        cert_pem=pki.pem(leaf),
-                        key_pem=pki.key_pem(key),
-                        chain_pem=pki.pem(inter.cert),
-                        tls=tls,
-                        serverinfo=serverinfo,
-                        ocsp_der=ocsp_der,
-                    )
-                )
+        ports = openssl_origins(stack, base, served, chain=inter.cert, tls_versions=TLS_VERSIONS)
         proxy = Mitmdump(
             base / "proxy",
             proxy_options(world, expect_ct_store=":memory:", save_stream_file=str(flow_file)),
