@@ -1,7 +1,7 @@
 """Interactive commands on real flows: recorded by a real mitmdump, loaded from its file.
 
-expect_ct.show, expect_ct.check (re-evaluate saved flows against the current log list and
-policy) and expect_ct.export (.json / .csv).
+expectct.show, expectct.check (re-evaluate saved flows against the current log list and
+policy) and expectct.export (.json / .csv).
 """
 
 from __future__ import annotations

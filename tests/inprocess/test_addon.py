@@ -82,7 +82,7 @@ def test_forget_command_removes_one_host_from_the_file(
     loaded.store.observe("a.example", max_age=3600, enforce=True, report_uri=None)
     loaded.store.observe("b.example", max_age=3600, enforce=True, report_uri=None)
     # Through the command manager, as a user types it.
-    loaded.tctx.master.commands.execute("expect_ct.forget A.Example")
+    loaded.tctx.master.commands.execute("expectct.forget A.Example")
     loaded.tctx.command(loaded.addon.commands.forget, "a.example")
     assert alerts(caplog) == [
         "A.Example: forgotten",
@@ -102,7 +102,7 @@ def test_clear_command_removes_everything(loaded: Loaded, caplog: pytest.LogCapt
     caplog.set_level(logging.INFO)
     for name in ("a.example", "b.example", "c.example"):
         loaded.store.observe(name, max_age=3600, enforce=True, report_uri=None)
-    loaded.tctx.master.commands.execute("expect_ct.clear")
+    loaded.tctx.master.commands.execute("expectct.clear")
     assert alerts(caplog) == ["Removed 3 Known Expect-CT Hosts."]
     assert loaded.store.count() == 0
 
