@@ -49,6 +49,14 @@ class LoadError(ValueError):
 # ------------------------------------------------------------------------------ inputs
 
 
+def _load_error(path: str, error: Exception) -> LoadError:
+    """One sentence naming the file once (the core's messages often name it already)."""
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    if isinstance(error, OSError):
+        text = f"cannot read: {text}"
+    return LoadError(text if path in text else f"{path}: {text}")
+
+
 @dataclass(frozen=True)
 class LoadedLogList:
     log_list: loglistmod.LogList
@@ -90,10 +98,8 @@ def load_log_list(path: str | None, confdir: str) -> LoadedLogList:
         timestamp = log_list.timestamp or datetime.datetime.fromtimestamp(
             os.path.getmtime(path), datetime.UTC
         )
-    except OSError as e:
-        raise LoadError(f"{path}: cannot read: {e.strerror or e}") from e
-    except ValueError as e:
-        raise LoadError(f"{path}: {e}") from e
+    except (OSError, ValueError) as e:
+        raise _load_error(path, e) from e
     return LoadedLogList(log_list, timestamp, path)
 
 
@@ -111,10 +117,8 @@ def load_private_roots(pem: str | None, directory: str | None = None) -> list[x5
     if directory:
         try:
             roots += chainmod.load_roots_dir(os.path.expanduser(directory))
-        except OSError as e:
-            raise LoadError(f"{directory}: cannot read: {e.strerror or e}") from e
-        except ValueError as e:
-            raise LoadError(f"{directory}: {e}") from e
+        except (OSError, ValueError) as e:
+            raise _load_error(directory, e) from e
     return roots
 
 
@@ -122,10 +126,8 @@ def _load_pem(path: str) -> list[x509.Certificate]:
     path = os.path.expanduser(path)
     try:
         return chainmod.load_pem_roots(path)
-    except OSError as e:
-        raise LoadError(f"{path}: cannot read: {e.strerror or e}") from e
-    except ValueError as e:
-        raise LoadError(f"{path}: {e}") from e
+    except (OSError, ValueError) as e:
+        raise _load_error(path, e) from e
 
 
 # -------------------------------------------------------------------------- evaluation
