@@ -7,7 +7,7 @@ the connection must be refused. Per response it processes the Expect-CT header (
 2.3) and records everything on the flow, in mitmproxy's event log and in the JSON-lines log.
 
 The parts live in expect_ct.mitm: options, connections, headers, reporting, annotate,
-commands (a sub-addon), export, faults, knownhosts and launch.
+commands (a sub-addon), export, faults, inputs, knownhosts and launch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 from cryptography import x509
 from mitmproxy import connection
 from mitmproxy import ctx
-from mitmproxy import exceptions
 from mitmproxy import http
 from mitmproxy import tls as mtls
 
@@ -32,6 +31,7 @@ from expect_ct import loglist as loglistmod
 from expect_ct import records
 from expect_ct import store as storemod
 from expect_ct import tls as tlsmod
+from expect_ct.mitm import inputs
 from expect_ct.mitm import options as optionsmod
 from expect_ct.mitm.annotate import META_KEY
 from expect_ct.mitm.annotate import Annotator
@@ -124,44 +124,10 @@ class ExpectCT:
             self._configure_engine()
 
     def _configure_log_list(self) -> None:
-        opts = ctx.options
-        try:
-            loaded = enginemod.load_log_list(opts.expect_ct_log_list, opts.confdir)
-        except enginemod.LoadError as e:
-            raise exceptions.OptionsError(f"Cannot load expect_ct_log_list {e}") from e
-        self.loaded_log_list = loaded
-        max_age = opts.expect_ct_log_list_max_age
-        if loaded.stale(max_age):
-            timestamp = loaded.timestamp
-            logger.warning(
-                f"Expect-CT: the CT log list ({loaded.log_list.source}) is from "
-                f"{timestamp.date() if timestamp else 'an unknown date'}, older than "
-                f"expect_ct_log_list_max_age={max_age} days: blocking is SUSPENDED (fail open, as "
-                f"Chrome does). Run `python -m expect_ct update-log-list` or set "
-                f"expect_ct_log_list_max_age=0."
-            )
-        else:
-            logger.info(
-                f"Expect-CT: {len(loaded.log_list)} CT logs from {loaded.log_list.source}"
-                + (f", dated {loaded.timestamp.date()}" if loaded.timestamp else "")
-            )
+        self.loaded_log_list = inputs.load_log_list(ctx.options)
 
     def _configure_roots(self) -> None:
-        opts = ctx.options
-        try:
-            public = enginemod.load_public_roots(opts.expect_ct_public_roots)
-        except (OSError, ValueError) as e:
-            raise exceptions.OptionsError(f"Cannot load expect_ct_public_roots {e}") from e
-        try:
-            private = enginemod.load_private_roots(
-                opts.ssl_verify_upstream_trusted_ca, opts.ssl_verify_upstream_trusted_confdir
-            )
-        except enginemod.LoadError as e:
-            # mitmproxy's own TlsConfig reports bad upstream trust settings; we only lose the
-            # private/untrusted distinction.
-            logger.warning(f"Expect-CT: cannot read the upstream trust roots: {e}")
-            private = []
-        self.classifier = chainmod.ChainClassifier(public, private)
+        self.classifier = inputs.load_classifier(ctx.options)
 
     def _configure_engine(self) -> None:
         if self.loaded_log_list is None or self.classifier is None:
@@ -207,35 +173,8 @@ class ExpectCT:
 
     def summary(self) -> str:
         """The shutdown summary table (headless runs read it at the end of mitmdump's output)."""
-        stats = self.stats
         hosts = len(self._hosts_seen)
-        rows = [
-            ("hosts seen", f"{hosts}{'+' if hosts >= HOSTS_SEEN_LIMIT else ''}"),
-            ("connections evaluated", stats["connections"]),
-            ("compliant", stats["compliant"]),
-            ("not compliant", stats["non_compliant"]),
-            ("exempt (private root)", stats["exempt"]),
-            ("blocked", stats["blocked"]),
-            ("known hosts noted", stats["header_noted"]),
-            ("known hosts updated", stats["header_updated"]),
-            ("known hosts removed", stats["header_removed"]),
-            ("reports", stats["reports"]),
-        ]
-        # Faults show up only when they happened (each was logged once, see faults.py).
-        rows += [
-            (name, stats[key])
-            for name, key in (
-                ("repeats not logged", "repeated_lines"),
-                ("store read errors", "store_read_errors"),
-                ("store write errors", "store_write_errors"),
-                ("internal errors", "internal_errors"),
-            )
-            if stats[key]
-        ]
-        width = max(len(name) for name, _ in rows)
-        return "Expect-CT summary:\n" + "\n".join(
-            f"  {name:<{width}}  {value}" for name, value in rows
-        )
+        return self.faults.summary(f"{hosts}{'+' if hosts >= HOSTS_SEEN_LIMIT else ''}")
 
     # ------------------------------------------------------------- evaluation
 

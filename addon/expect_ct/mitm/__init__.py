@@ -3,5 +3,6 @@
 options (declarations and checks), connections (per-connection state and handshake
 capture), headers (the Expect-CT response header), reporting (violation reports and the
 event log), annotate (what flows show users), commands, export, faults (errors logged once),
-launch (mitmdump/mitmweb/mitmproxy with the addon built in).
+inputs (log list and roots from the options), knownhosts (the store), launch (mitmdump and
+mitmweb with the addon built in).
 """

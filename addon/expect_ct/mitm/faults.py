@@ -1,4 +1,4 @@
-"""Errors and repetitive lines, logged so that a fault hit by every flow cannot flood the log
+"""Counters, errors and repetitive lines: logged so that a fault hit by every flow cannot flood the log
 (docs/failure-behaviour.md): each distinct problem is logged once, repeats only counted."""
 
 from __future__ import annotations
@@ -98,3 +98,34 @@ class Faults:
         if seen is not None and seen[1]:
             line += f" (and {seen[1]:.0f} more like it in the {clock - seen[0]:.0f} s before)"
         logger.info(line)
+
+    def summary(self, hosts_seen: str) -> str:
+        """The shutdown summary table (headless runs read it at the end of mitmdump's output)."""
+        stats = self.stats
+        rows = [
+            ("hosts seen", hosts_seen),
+            ("connections evaluated", stats["connections"]),
+            ("compliant", stats["compliant"]),
+            ("not compliant", stats["non_compliant"]),
+            ("exempt (private root)", stats["exempt"]),
+            ("blocked", stats["blocked"]),
+            ("known hosts noted", stats["header_noted"]),
+            ("known hosts updated", stats["header_updated"]),
+            ("known hosts removed", stats["header_removed"]),
+            ("reports", stats["reports"]),
+        ]
+        # Faults show up only when they happened (each was logged once).
+        rows += [
+            (name, stats[key])
+            for name, key in (
+                ("repeats not logged", "repeated_lines"),
+                ("store read errors", "store_read_errors"),
+                ("store write errors", "store_write_errors"),
+                ("internal errors", "internal_errors"),
+            )
+            if stats[key]
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "Expect-CT summary:\n" + "\n".join(
+            f"  {name:<{width}}  {value}" for name, value in rows
+        )
