@@ -18,7 +18,6 @@ import datetime
 import time
 from collections.abc import Callable
 from collections.abc import Hashable
-from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Generic
 from typing import TypeVar
@@ -64,15 +63,6 @@ class BoundedMap(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __contains__(self, key: object) -> bool:
-        return self.get(key) is not None  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(list(self._entries))
-
-    def values(self) -> list[V]:
-        return [value for _, value in self._entries.values()]
-
     def entries(self) -> list[tuple[K, float, V]]:
         """(key, expiry on the clock or inf, value), least recently used first."""
         return [(key, expires, value) for key, (expires, value) in self._entries.items()]
@@ -94,10 +84,6 @@ class BoundedMap(Generic[K, V]):
         self._entries.move_to_end(key)
         while len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)
-
-    def pop(self, key: K, default: V | None = None) -> V | None:
-        entry = self._entries.pop(key, None)
-        return default if entry is None else entry[1]
 
     def clear(self) -> None:
         self._entries.clear()

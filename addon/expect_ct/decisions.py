@@ -24,7 +24,6 @@ NOTED = "noted"
 UPDATED = "updated"
 REMOVED = "removed"
 IGNORED = "ignored"
-HEADER_ACTIONS = (NOTED, UPDATED, REMOVED, IGNORED)
 
 ENFORCE_MODES = ("off", "header", "all")
 DEFAULT_MAX_AGE_CAP = 2592000  # seconds (30 days): expect_ct_max_age_cap's default
@@ -36,7 +35,7 @@ NOT_KNOWN_MAX_AGE_0 = "max-age=0 for a host that is not known: nothing to remove
 class HeaderEffect:
     """What a header did (or would do) to the Known Expect-CT Hosts store, and why."""
 
-    action: str  # one of HEADER_ACTIONS
+    action: str  # NOTED, UPDATED, REMOVED or IGNORED
     why: str
 
 
