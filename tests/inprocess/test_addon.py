@@ -28,6 +28,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.test import tflow
 from mitmproxy.tls import TlsData
 
+from expect_ct.cli.check import header_effect as check_header_effect
 from expect_ct.engine import next_validity_boundary as _next_validity_boundary
 from expect_ct.mitm import faults as faults_module
 from expect_ct.mitm.headers import expect_ct_values
@@ -452,3 +453,25 @@ def test_a_repeated_header_on_one_connection_is_processed_again_after_forget(
     # A different header on the same connection is never taken for a repeat.
     changed = respond_on(loaded, upstream, "max-age=0")
     assert changed.metadata["expect_ct"]["header"]["action"] == "removed"
+
+
+@pytest.mark.parametrize(
+    "header, action",
+    [
+        ("max-age=0", "ignored"),  # not known: nothing to remove (RFC 9163 2.3.2)
+        ("max-age=86400, enforce", "noted"),
+        ("max-age=x", "ignored"),
+    ],
+)
+def test_the_addon_and_check_give_a_header_the_same_effect(
+    loaded: Loaded, chains: Chains, header: str, action: str
+) -> None:
+    """The live addon (store.observe) and ``python -m expect_ct check`` (which predicts the
+    store's answer) decide through decisions.py: same action, same why, for a host not yet
+    known. Before issue 14 check said "removed" for max-age=0 from an unknown host."""
+    upstream = server()
+    assert loaded.addon._decide(upstream, handshake(chains.compliant)) is True
+    live = respond_on(loaded, upstream, header).metadata["expect_ct"]["header"]
+    facts = {k: live[k] for k in ("values", "valid", "error", "max_age", "enforce", "report_uri")}
+    offline = check_header_effect(facts, "public", None, True)
+    assert (live["action"], live["why"]) == (offline.action, offline.why) == (action, live["why"])
