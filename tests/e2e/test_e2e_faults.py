@@ -230,6 +230,7 @@ def test_store_deleted_while_running_is_recreated(
     world: World, origin: Origin, tmp_path: Path
 ) -> None:
     store = tmp_path / "store" / "known.sqlite3"
+    store.parent.mkdir()  # a store path you give must be in a directory that exists (issue 14)
     resolve = {f"{h}.fault.test": origin.port for h in ("before", "after")}
     options = proxy_options(world, expect_ct_store=str(store))
     with Mitmdump(tmp_path, options, resolve=resolve) as proxy:
