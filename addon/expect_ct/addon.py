@@ -119,7 +119,10 @@ class ExpectCT:
         if optionsmod.REPORT_OPTIONS & updated:
             self._configure_reports()
         if optionsmod.ENGINE_OPTIONS & updated:
-            if updated & {"expect_ct_log_list", "expect_ct_policy", "expect_ct_public_roots"}:
+            # Keyed by id(log list): a freshly loaded list may reuse a freed list's id.
+            if updated & (
+                optionsmod.LOG_LIST_OPTIONS | {"expect_ct_policy", "expect_ct_public_roots"}
+            ):
                 self.verdicts.clear()
             self._configure_engine()
 
