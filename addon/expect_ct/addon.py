@@ -12,6 +12,7 @@ commands (a sub-addon), export, faults, inputs, knownhosts and launch.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from expect_ct import decisions
 from expect_ct import engine as enginemod
 from expect_ct import loglist as loglistmod
 from expect_ct import records
+from expect_ct import report as reportmod
 from expect_ct import store as storemod
 from expect_ct import tls as tlsmod
 from expect_ct.mitm import inputs
@@ -72,10 +74,10 @@ class ExpectCT:
         self.verdicts = cache.VerdictCache(enginemod.VERDICT_CACHE_SIZE)
         self._hosts_seen: set[str] = set()
 
-    # What tests and other addons look at.
+    # Shortcuts to the parts (the summary, tests and other addons read them).
 
     @property
-    def stats(self) -> Any:
+    def stats(self) -> collections.Counter[str]:
         return self.faults.stats
 
     @property
@@ -83,16 +85,12 @@ class ExpectCT:
         return self.known_hosts.store
 
     @property
-    def sender(self) -> Any:
+    def sender(self) -> reportmod.ReportSender | None:
         return self.reporting.sender
 
     @property
     def log_list(self) -> loglistmod.LogList | None:
         return self.loaded_log_list.log_list if self.loaded_log_list is not None else None
-
-    @property
-    def _connections(self) -> dict[str, ConnectionRecord]:
-        return self.connections.live
 
     # ------------------------------------------------------------------ options
 

@@ -203,8 +203,8 @@ def test_decide_aborts_only_the_blocked_handshake(loaded: Loaded, chains: Chains
     refused, accepted = server(), server()
     assert loaded.addon._decide(refused, handshake(chains.non_compliant)) is False
     assert loaded.addon._decide(accepted, handshake(chains.compliant)) is True
-    assert loaded.addon._connections[refused.id].blocked is not None
-    assert loaded.addon._connections[accepted.id].blocked is None
+    assert loaded.addon.connections.live[refused.id].blocked is not None
+    assert loaded.addon.connections.live[accepted.id].blocked is None
 
 
 def test_stale_log_list_suspends_blocking(
@@ -216,7 +216,7 @@ def test_stale_log_list_suspends_blocking(
     make_known(loaded.store, "enforce")
     conn = server()
     assert loaded.addon._decide(conn, handshake(chains.non_compliant)) is True
-    record = loaded.addon._connections[conn.id]
+    record = loaded.addon.connections.live[conn.id]
     assert record.blocked is None
     assert record.would_block is not None and "Known Expect-CT Host" in record.would_block
     assert f"NOT blocking {HOST}:443" in caplog.text

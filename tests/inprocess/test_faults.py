@@ -265,7 +265,7 @@ def test_garbage_log_list_at_runtime_keeps_the_old_one(
     # The old list still judges connections: compliant stays compliant.
     server = upstream("c.f.test")
     assert loaded.addon._decide(server, handshake(chains.compliant)) is True
-    assert loaded.addon._connections[server.id].verdict.compliant
+    assert loaded.addon.connections.live[server.id].verdict.compliant
 
 
 # ---------------------------------------------------------- exceptions in our own code
