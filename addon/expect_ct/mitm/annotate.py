@@ -35,10 +35,12 @@ def handshake_meta(record: ConnectionRecord) -> dict[str, str | None] | None:
     """The raw handshake SCT data, so a saved flow can be re-evaluated completely."""
     if not record.handshake.captured:
         return None
-    return {
-        "tls_extension": records.b64(record.handshake.tls_extension),
-        "ocsp_response": records.b64(record.handshake.ocsp_response),
-    }
+    if record.handshake_meta is None:
+        record.handshake_meta = {
+            "tls_extension": records.b64(record.handshake.tls_extension),
+            "ocsp_response": records.b64(record.handshake.ocsp_response),
+        }
+    return record.handshake_meta
 
 
 class Annotator:

@@ -37,6 +37,8 @@ class ConnectionRecord:
     would_block: str | None = None  # why it would have been refused (blocking suspended)
     reported: bool = False
     logged: bool = False
+    # The handshake's SCT data as flow metadata (base64), built once and shared by its flows.
+    handshake_meta: dict[str, str | None] | None = None
     # The Expect-CT field values last processed on this connection, when, the result, and
     # the header generation it belongs to (see headers.HeaderHandling).
     last_header: tuple[list[str], float, dict[str, Any], int] | None = None
