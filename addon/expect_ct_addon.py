@@ -1,9 +1,8 @@
 """mitmproxy script: ``mitmdump -s addon/expect_ct_addon.py`` (or ``-s "$(python -m expect_ct)"``)."""
 
 from expect_ct.addon import ExpectCT
-from expect_ct.contentview import CTContentview
 
-addons = [ExpectCT(), CTContentview()]
+addons = [ExpectCT()]
 
 if __name__ == "__main__":
     # For substitution into the mitmproxy command line, like mitmproxy-HTTPolice does.

@@ -1,10 +1,14 @@
-"""A bounded cache of CT verdicts, keyed by what the verdict depends on.
+"""Bounded memory for a long-running proxy: one LRU/TTL mapping, and the verdict cache.
 
-A proxy sees the same certificates over and over: one evaluation (several signature
-verifications, ~0.5-1 ms) per distinct certificate and handshake data is enough. The key
-is the leaf, the issuer used for embedded SCTs, the exact TLS-extension and OCSP bytes,
-the policy and the log list. Verdicts also depend on the
-time (log states, retirements, SCT timestamps from the future), so entries expire.
+A proxy sees unbounded numbers of certificates, hosts and connections; every map the addon
+keeps is a ``BoundedMap``: at most ``maxsize`` entries (the least recently used goes first),
+each optionally trusted for ``ttl`` seconds.
+
+A proxy also sees the same certificates over and over: one evaluation (several signature
+verifications, ~0.5-1 ms) per distinct certificate and handshake data is enough. The
+verdict cache's key is the leaf, the issuer used for embedded SCTs, the exact TLS-extension
+and OCSP bytes, the policy and the log list. Verdicts also depend on the time (log states,
+retirements, SCT timestamps from the future), so entries expire.
 """
 
 from __future__ import annotations
@@ -12,7 +16,11 @@ from __future__ import annotations
 import collections
 import datetime
 import time
+from collections.abc import Callable
+from collections.abc import Hashable
 from collections.abc import Sequence
+from typing import Generic
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -24,22 +32,77 @@ _DER = serialization.Encoding.DER
 DEFAULT_MAXSIZE = 4096
 DEFAULT_TTL = 3600.0
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
 CacheKey = tuple[object, ...]
+
+
+class BoundedMap(Generic[K, V]):
+    """A mapping of at most ``maxsize`` entries, least recently used evicted first.
+
+    With ``ttl`` (seconds, ``time.monotonic()`` by default), an entry older than that is
+    gone: ``get`` does not return it. ``put`` may give an entry its own, shorter lifetime.
+    """
+
+    def __init__(
+        self,
+        maxsize: int,
+        ttl: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, not {maxsize}")
+        self.maxsize = maxsize
+        self.ttl = ttl
+        self._clock = clock
+        # key -> (expiry on the clock or inf, value)
+        self._entries: collections.OrderedDict[K, tuple[float, V]] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> list[tuple[K, float, V]]:
+        """(key, expiry on the clock or inf, value), least recently used first."""
+        return [(key, expires, value) for key, (expires, value) in self._entries.items()]
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return default
+        if entry[0] <= self._clock():
+            del self._entries[key]
+            return default
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: K, value: V, *, ttl: float | None = None) -> None:
+        lifetime = self.ttl if ttl is None else ttl if self.ttl is None else min(ttl, self.ttl)
+        expires = float("inf") if lifetime is None else self._clock() + lifetime
+        self._entries[key] = (expires, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def discard_if(self, predicate: Callable[[K], bool]) -> None:
+        """Forget every entry whose key matches."""
+        for key in [k for k in self._entries if predicate(k)]:
+            del self._entries[key]
 
 
 class VerdictCache:
     """LRU of Verdicts, at most ``maxsize`` entries, each trusted for ``ttl`` seconds."""
 
     def __init__(self, maxsize: int = DEFAULT_MAXSIZE, ttl: float = DEFAULT_TTL) -> None:
-        if maxsize < 1:
-            raise ValueError(f"maxsize must be at least 1, not {maxsize}")
+        self._entries: BoundedMap[CacheKey, policymod.Verdict] = BoundedMap(maxsize, ttl)
         self.maxsize = maxsize
         self.ttl = ttl
         self.hits = 0
         self.misses = 0
-        self._entries: collections.OrderedDict[CacheKey, tuple[float, policymod.Verdict]] = (
-            collections.OrderedDict()
-        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -69,12 +132,10 @@ class VerdictCache:
             else tuple(c.public_bytes(_DER) for c in chain[1:])
         )
         key: CacheKey = (leaf, anchor, tls_scts, ocsp_response, policy, id(log_list))
-        clock = time.monotonic()
-        entry = self._entries.get(key)
-        if entry is not None and clock - entry[0] < self.ttl:
-            self._entries.move_to_end(key)
+        cached = self._entries.get(key)
+        if cached is not None:
             self.hits += 1
-            return entry[1]
+            return cached
         self.misses += 1
         verdict = policymod.evaluate(
             chain,
@@ -85,8 +146,5 @@ class VerdictCache:
             now=now,
             issuers=issuers,
         )
-        self._entries[key] = (clock, verdict)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.maxsize:
-            self._entries.popitem(last=False)
+        self._entries.put(key, verdict)
         return verdict

@@ -31,9 +31,53 @@ NOT_OBSERVED = "not observed"  # we could not look (HTTP/3, a saved flow, no fil
 OBSERVED = "observed"  # the certificate itself is always available
 
 
-def rfc3339(moment: datetime.datetime) -> str:
-    """RFC 3339 UTC with whole seconds, as every record's time fields use."""
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def rfc3339(moment: datetime.datetime, *, milliseconds: bool = False) -> str:
+    """RFC 3339 section 5.6 UTC time: whole seconds, as every record's time fields use, or
+    with milliseconds, as reports (Chromium's ``TimeToISO8601``) and SCT timestamps use.
+
+    A naive datetime is taken to be UTC (cryptography's convention for certificate times).
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    moment = moment.astimezone(datetime.UTC)
+    text = (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    )
+    return text + (f".{moment.microsecond // 1000:03d}Z" if milliseconds else "Z")
+
+
+def b64(data: bytes | None) -> str | None:
+    return base64.b64encode(data).decode("ascii") if data is not None else None
+
+
+def unb64(data: Any) -> bytes | None:
+    """The bytes of a base64 text from flow metadata; None if it is not one."""
+    if not isinstance(data, str):
+        return None
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:
+        return None
+
+
+def sources_text(sources: Mapping[str, str]) -> str:
+    """``sources`` as words: "embedded observed, tls-extension absent, ocsp not observed"."""
+    return ", ".join(f"{path} {state}" for path, state in sources.items())
+
+
+def known_host_record(known: Any, *, last_observed: bool = True) -> dict[str, Any]:
+    """A Known Expect-CT Host (store.KnownHost) as JSON: ``hosts`` output, command results,
+    and (without ``last_observed``) the ``blocked`` event's ``known_host``."""
+    record = {
+        "host": known.host,
+        "enforce": known.enforce,
+        "report_uri": known.report_uri,
+        "expires": rfc3339(known.expires),
+    }
+    if last_observed:
+        record["last_observed"] = rfc3339(known.last_observed)
+    return record
 
 
 def to_cryptography(cert: Any) -> x509.Certificate:

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import serialization
 
 from expect_ct.listeners import ProxyListeners
 from expect_ct.listeners import Resolver
+from expect_ct.records import rfc3339
 from expect_ct.sct import SCT
 from expect_ct.store import canonical_host
 
@@ -62,22 +63,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 # ------------------------------------------------------------------------------ report object
-
-
-def rfc3339(moment: datetime.datetime) -> str:
-    """RFC 3339 section 5.6 UTC time with milliseconds, as Chromium's ``TimeToISO8601``.
-
-    ``2017-01-01T00:00:00.000Z``. A naive datetime is taken to be UTC (cryptography's
-    convention for certificate times).
-    """
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
-        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}."
-        f"{moment.microsecond // 1000:03d}Z"
-    )
 
 
 def certificate_pem(cert: x509.Certificate) -> str:
@@ -135,11 +120,11 @@ def build_report(
     expiration = date_time if effective_expiration is None else effective_expiration
     return {
         "expect-ct-report": {
-            "date-time": rfc3339(date_time),
+            "date-time": rfc3339(date_time, milliseconds=True),
             "hostname": hostname,
             "port": port,
             "scheme": scheme,
-            "effective-expiration-date": rfc3339(expiration),
+            "effective-expiration-date": rfc3339(expiration, milliseconds=True),
             "served-certificate-chain": [certificate_pem(c) for c in served_chain],
             "validated-certificate-chain": [certificate_pem(c) for c in validated_chain],
             "scts": [sct_entry(sct, status) for sct, status in scts],
@@ -712,7 +697,7 @@ class ReportSender:
 
 def _json_default(value: object) -> object:
     if isinstance(value, datetime.datetime):
-        return rfc3339(value)
+        return rfc3339(value, milliseconds=True)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, set | frozenset):
@@ -779,7 +764,12 @@ class EventLog:
         """Append one record; ``encoded_fields`` comes from encode_fields(). The line is the
         same as write() gives for those fields."""
         envelope = json.dumps(
-            {"time": rfc3339(self._clock()), "event": event, "host": host, "port": port},
+            {
+                "time": rfc3339(self._clock(), milliseconds=True),
+                "event": event,
+                "host": host,
+                "port": port,
+            },
             ensure_ascii=True,
         )
         if encoded_fields == "{}":

@@ -396,7 +396,6 @@ def open_store(
     spec: str | os.PathLike[str],
     *,
     max_age_cap: int | None = None,
-    create_directory: bool = True,
     **options: Any,
 ) -> HostStore:
     """Open the store named by an ``expect_ct_store`` value.
@@ -405,8 +404,7 @@ def open_store(
       string (``host=... dbname=...``): ``PostgresStore`` (needs the ``postgres`` extra). The
       password comes from the spec, ``PGPASSWORD`` or ``~/.pgpass`` (libpq reads both).
       ``options`` go to PostgresStore (``resync_interval``, ``retry_interval``).
-    * anything else, a path (``~`` expanded) or ``:memory:``: ``KnownHostStore`` (SQLite),
-      whose directory is created unless ``create_directory`` is false.
+    * anything else, a path (``~`` expanded) or ``:memory:``: ``KnownHostStore`` (SQLite).
 
     Returns once the store is usable (for PostgreSQL: schema ready, replica loaded). Raises
     StoreError with one line naming the problem.
@@ -420,7 +418,7 @@ def open_store(
         raise TypeError(f"options {sorted(options)} apply to PostgreSQL stores only")
     from expect_ct.store_sqlite import KnownHostStore
 
-    return KnownHostStore(text, max_age_cap=max_age_cap, create_directory=create_directory)
+    return KnownHostStore(text, max_age_cap=max_age_cap)
 
 
 def __getattr__(name: str) -> object:

@@ -115,13 +115,11 @@ class KnownHostStore:
         path: str | os.PathLike[str],
         *,
         max_age_cap: int | None = None,
-        create_directory: bool = True,
     ) -> None:
         _check_cap(max_age_cap)
         self._max_age_cap = max_age_cap
         raw = os.fspath(path)
         self._path = raw if raw == ":memory:" else os.path.expanduser(raw)
-        self._create_directory = create_directory
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = self._open()
 
@@ -200,13 +198,6 @@ class KnownHostStore:
         )
 
     def _make_directory(self, directory: Path) -> None:
-        if not self._create_directory:
-            if not directory.is_dir():
-                raise StoreError(
-                    f"the directory {directory} of the Expect-CT store {self._path} does not "
-                    "exist. Create it, or pass expect_ct_store=<path in an existing directory>."
-                )
-            return
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:

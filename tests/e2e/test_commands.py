@@ -1,7 +1,7 @@
 """Interactive commands on real flows: recorded by a real mitmdump, loaded from its file.
 
-expect_ct.show, expect_ct.check (re-evaluate saved flows against the current log list and
-policy) and expect_ct.export (.json / .csv).
+expectct.show, expectct.check (re-evaluate saved flows against the current log list and
+policy) and expectct.export (.json / .csv).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def test_show_summarises_each_flow(
 ) -> None:
     a, _ = addon
     caplog.set_level(logging.INFO)
-    a.show(saved_flows)
+    a.commands.show(saved_flows)
     assert caplog.text.count("GET https://localhost:") == 2
     assert "CT: compliant" in caplog.text and "CT: NOT compliant" in caplog.text
 
@@ -109,7 +109,7 @@ def test_check_re_evaluates_against_the_current_log_list(
     )
     tctx.configure(a, expect_ct_log_list=str(new_list))
     caplog.set_level(logging.INFO)
-    a.check(flows)
+    a.commands.check(flows)
     connection = good.metadata["expect_ct"]["connection"]
     assert connection["compliant"] is False
     assert {s["log"]: s["counted"] for s in connection["scts"]} == {
@@ -126,7 +126,7 @@ def test_check_with_the_original_list_keeps_the_verdicts(
 ) -> None:
     a, _ = addon
     flows = [f.copy() for f in saved_flows]
-    a.check(flows)
+    a.commands.check(flows)
     assert sorted(f.metadata["expect_ct"]["connection"]["compliant"] for f in flows) == [
         False,
         True,
@@ -137,7 +137,7 @@ def test_export_csv_and_json(
     addon: tuple[ExpectCT, taddons.context], saved_flows: list[http.HTTPFlow], tmp_path: Path
 ) -> None:
     a, _ = addon
-    a.export(saved_flows, str(tmp_path / "ct.csv"))
+    a.commands.export(saved_flows, str(tmp_path / "ct.csv"))
     with open(tmp_path / "ct.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2
@@ -146,7 +146,7 @@ def test_export_csv_and_json(
     assert good["valid_scts"] == "2" and good["sources"] == "embedded"
     assert good["header"] == "max-age=100" and good["url"].startswith("https://localhost:")
 
-    a.export(saved_flows, str(tmp_path / "ct.json"))
+    a.commands.export(saved_flows, str(tmp_path / "ct.json"))
     exported = json.loads((tmp_path / "ct.json").read_text())
     assert [e["expect_ct"] for e in exported] == [f.metadata["expect_ct"] for f in saved_flows]
 
@@ -156,7 +156,7 @@ def test_export_refuses_other_extensions(
 ) -> None:
     a, _ = addon
     with pytest.raises(exceptions.CommandError, match=r"\.json or \.csv"):
-        a.export(saved_flows, str(tmp_path / "ct.txt"))
+        a.commands.export(saved_flows, str(tmp_path / "ct.txt"))
     assert not (tmp_path / "ct.txt").exists()
 
 

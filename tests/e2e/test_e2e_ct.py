@@ -58,7 +58,7 @@ from expect_ct.addon import ExpectCT
 from support import pki
 from support.httpsorigin import Origin as HttpsOrigin
 from support.httpsorigin import https_origin
-from support.origins import openssl_origin
+from support.origins import openssl_origins
 from support.proxy import ADDON_SCRIPT
 from support.proxy import Mitmdump
 from support.proxy import Response
@@ -478,20 +478,7 @@ def handshake(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     }
     flow_file = base / "flows.mitm"
     with contextlib.ExitStack() as stack:
-        ports: dict[tuple[str, str], int] = {}
-        for scenario, (leaf, key, serverinfo, ocsp_der) in served.items():
-            for tls in TLS_VERSIONS:
-                ports[scenario, tls] = stack.enter_context(
-                    openssl_origin(
-                        base,
-                        cert_pem=pki.pem(leaf),
-                        key_pem=pki.key_pem(key),
-                        chain_pem=pki.pem(inter.cert),
-                        tls=tls,
-                        serverinfo=serverinfo,
-                        ocsp_der=ocsp_der,
-                    )
-                )
+        ports = openssl_origins(stack, base, served, chain=inter.cert, tls_versions=TLS_VERSIONS)
         proxy = Mitmdump(
             base / "proxy",
             proxy_options(world, expect_ct_store=":memory:", save_stream_file=str(flow_file)),

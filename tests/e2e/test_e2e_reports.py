@@ -5,7 +5,7 @@ The collector has its own test root, added to ssl_verify_upstream_trusted_ca (th
 report sender trusts), and is reached with expect_ct_report_allow_private=true.
 
 A test-only script (written next to each proxy) runs a mitmproxy command when curl asks the
-proxy for http://command.invalid/<command>?arg=...; it drives ``expect_ct.test_report``.
+proxy for http://command.invalid/<command>?arg=...; it drives ``expectct.testreport``.
 Since the sender delivers reports one at a time in order, a test report that has arrived
 proves every report submitted before it has been dealt with (``flush_reports``).
 """
@@ -256,7 +256,7 @@ _flushes = itertools.count()
 def flush_reports(proxy: Mitmdump, env: Env) -> None:
     """Wait until every report submitted so far has an outcome (the sender works in order)."""
     uri = env.collector.uri(f"/flush-{next(_flushes)}")
-    assert run_command(proxy, "expect_ct.test_report", "flush.test", uri).status == 200
+    assert run_command(proxy, "expectct.testreport", "flush.test", uri).status == 200
     proxy.wait_for_event("report", lambda r: r["report_uri"] == uri)
 
 
@@ -506,7 +506,7 @@ def test_test_report_command(env: Env, noted: Noted, proxy: Mitmdump) -> None:
     posts_before = len(env.collector.requests("/k")) // 2
 
     # The stored report-uri; not rate-limited although k.test may have been reported already.
-    assert run_command(proxy, "expect_ct.test_report", "k.test").status == 200
+    assert run_command(proxy, "expectct.testreport", "k.test").status == 200
     body = received_report(env.collector, "/k", posts_before + 1)
     report = body["expect-ct-report"]
     assert report["test-report"] is True
@@ -522,7 +522,7 @@ def test_test_report_command(env: Env, noted: Noted, proxy: Mitmdump) -> None:
 
     # A host never seen, to a given URI: empty chains and SCTs, as Chromium's test report.
     uri = env.collector.uri("/test")
-    assert run_command(proxy, "expect_ct.test_report", "Never.Test", uri).status == 200
+    assert run_command(proxy, "expectct.testreport", "Never.Test", uri).status == 200
     report = received_report(env.collector, "/test")["expect-ct-report"]
     assert report["test-report"] is True
     assert (report["hostname"], report["port"], report["scheme"]) == ("never.test", 443, "https")
@@ -530,7 +530,7 @@ def test_test_report_command(env: Env, noted: Noted, proxy: Mitmdump) -> None:
     assert report["scts"] == []
     assert report["failure-mode"] == "report-only"
 
-    refused = run_command(proxy, "expect_ct.test_report", "nobody.test")
+    refused = run_command(proxy, "expectct.testreport", "nobody.test")
     assert refused.status == 400
     assert b"not a Known Expect-CT Host with a report-uri" in refused.body
 

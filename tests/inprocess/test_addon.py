@@ -28,10 +28,12 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.test import tflow
 from mitmproxy.tls import TlsData
 
-from expect_ct import addon as addon_module
-from expect_ct.addon import _next_validity_boundary
-from expect_ct.addon import expect_ct_values
-from expect_ct.addon import pretty_host
+from expect_ct.cli.check import header_effect as check_header_effect
+from expect_ct.engine import next_validity_boundary as _next_validity_boundary
+from expect_ct.mitm import faults as faults_module
+from expect_ct.mitm.headers import expect_ct_values
+from expect_ct.mitm.headers import pretty_host
+from expect_ct.store import HostStore
 from expect_ct.store import KnownHostStore
 from support import pki
 from support.inprocess import Loaded
@@ -65,7 +67,7 @@ def test_hosts_command_lists_known_hosts(loaded: Loaded, caplog: pytest.LogCaptu
     loaded.store.observe("b.example", max_age=3600, enforce=True, report_uri="https://r.example/ct")
     loaded.store.observe("a.example", max_age=3600, enforce=False, report_uri=None)
     loaded.store.observe("old.example", max_age=1, enforce=True, report_uri=None, now=PAST)
-    loaded.tctx.command(loaded.addon.hosts)
+    loaded.tctx.command(loaded.addon.commands.hosts)
     (text,) = alerts(caplog)
     lines = text.splitlines()
     assert lines[0] == "2 Known Expect-CT Hosts"
@@ -82,8 +84,8 @@ def test_forget_command_removes_one_host_from_the_file(
     loaded.store.observe("a.example", max_age=3600, enforce=True, report_uri=None)
     loaded.store.observe("b.example", max_age=3600, enforce=True, report_uri=None)
     # Through the command manager, as a user types it.
-    loaded.tctx.master.commands.execute("expect_ct.forget A.Example")
-    loaded.tctx.command(loaded.addon.forget, "a.example")
+    loaded.tctx.master.commands.execute("expectct.forget A.Example")
+    loaded.tctx.command(loaded.addon.commands.forget, "a.example")
     assert alerts(caplog) == [
         "A.Example: forgotten",
         "a.example: was not a Known Expect-CT Host",
@@ -95,25 +97,25 @@ def test_forget_command_removes_one_host_from_the_file(
 
 def test_forget_command_rejects_an_invalid_host(loaded: Loaded) -> None:
     with pytest.raises(exceptions.CommandError, match="':' is not allowed"):
-        loaded.tctx.command(loaded.addon.forget, "a.example:443")
+        loaded.tctx.command(loaded.addon.commands.forget, "a.example:443")
 
 
 def test_clear_command_removes_everything(loaded: Loaded, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     for name in ("a.example", "b.example", "c.example"):
         loaded.store.observe(name, max_age=3600, enforce=True, report_uri=None)
-    loaded.tctx.master.commands.execute("expect_ct.clear")
+    loaded.tctx.master.commands.execute("expectct.clear")
     assert alerts(caplog) == ["Removed 3 Known Expect-CT Hosts."]
     assert loaded.store.count() == 0
 
 
 def test_commands_say_when_the_store_is_not_open(loaded: Loaded) -> None:
     loaded.addon.store.close()  # type: ignore[union-attr]
-    loaded.addon.store = None
+    loaded.addon.known_hosts.store = None
     for call, args in (
-        (loaded.addon.hosts, ()),
-        (loaded.addon.forget, ("a.example",)),
-        (loaded.addon.clear, ()),
+        (loaded.addon.commands.hosts, ()),
+        (loaded.addon.commands.forget, ("a.example",)),
+        (loaded.addon.commands.clear, ()),
     ):
         with pytest.raises(exceptions.CommandError, match="store is not open"):
             loaded.tctx.command(call, *args)
@@ -143,7 +145,7 @@ def chains(world: World) -> Chains:
     )
 
 
-def make_known(store: KnownHostStore, state: str) -> None:
+def make_known(store: HostStore, state: str) -> None:
     if state == "report-only":
         store.observe(HOST, max_age=3600, enforce=False, report_uri="https://r.example/ct")
     elif state == "enforce":
@@ -202,8 +204,8 @@ def test_decide_aborts_only_the_blocked_handshake(loaded: Loaded, chains: Chains
     refused, accepted = server(), server()
     assert loaded.addon._decide(refused, handshake(chains.non_compliant)) is False
     assert loaded.addon._decide(accepted, handshake(chains.compliant)) is True
-    assert loaded.addon._connections[refused.id].blocked is not None
-    assert loaded.addon._connections[accepted.id].blocked is None
+    assert loaded.addon.connections.live[refused.id].blocked is not None
+    assert loaded.addon.connections.live[accepted.id].blocked is None
 
 
 def test_stale_log_list_suspends_blocking(
@@ -215,7 +217,7 @@ def test_stale_log_list_suspends_blocking(
     make_known(loaded.store, "enforce")
     conn = server()
     assert loaded.addon._decide(conn, handshake(chains.non_compliant)) is True
-    record = loaded.addon._connections[conn.id]
+    record = loaded.addon.connections.live[conn.id]
     assert record.blocked is None
     assert record.would_block is not None and "Known Expect-CT Host" in record.would_block
     assert f"NOT blocking {HOST}:443" in caplog.text
@@ -342,8 +344,10 @@ def test_a_shared_evaluation_ends_when_a_certificate_of_the_chain_expires(
     served = (leaf, world.public_inter.cert)
     addon = loaded.addon
     addon._evaluate(HOST, 443, served, handshake(served))
-    (memo,) = [m for m in addon._evaluations.values() if m.chain.validated[:1] == (leaf,)]
-    assert memo.expires - time.monotonic() <= 5.0
+    assert addon.engine is not None
+    memo = addon.engine.memo.entries()
+    (expires,) = [e for _, e, m in memo if m.chain.validated[:1] == (leaf,)]
+    assert expires - time.monotonic() <= 5.0
     later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30)
     assert _next_validity_boundary(served, later) > 30 * 86400  # the intermediate's expiry
     assert _next_validity_boundary((leaf,), later) == float("inf")
@@ -384,7 +388,7 @@ def test_repeated_compliant_lines_are_counted_then_summarised(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr(addon_module, "LINE_REPEAT_WINDOW", 0.5)
+    monkeypatch.setattr(faults_module, "LINE_REPEAT_WINDOW", 0.5)
     for _ in range(3):
         assert loaded.addon._decide(server(), handshake(chains.compliant)) is True
     lines = [
@@ -442,7 +446,7 @@ def test_a_repeated_header_on_one_connection_is_processed_again_after_forget(
     assert loaded.addon.stats["header_repeats"] == repeats + 1
     assert again.metadata["expect_ct"]["header"] is first.metadata["expect_ct"]["header"]
     # The user forgets the host: the next response on the same connection notes it anew.
-    loaded.addon.forget(HOST)
+    loaded.addon.commands.forget(HOST)
     assert loaded.store.get(HOST) is None
     after = respond_on(loaded, upstream, "max-age=3600, enforce")
     assert after.metadata["expect_ct"]["header"]["action"] == "noted"
@@ -450,3 +454,25 @@ def test_a_repeated_header_on_one_connection_is_processed_again_after_forget(
     # A different header on the same connection is never taken for a repeat.
     changed = respond_on(loaded, upstream, "max-age=0")
     assert changed.metadata["expect_ct"]["header"]["action"] == "removed"
+
+
+@pytest.mark.parametrize(
+    "header, action",
+    [
+        ("max-age=0", "ignored"),  # not known: nothing to remove (RFC 9163 2.3.2)
+        ("max-age=86400, enforce", "noted"),
+        ("max-age=x", "ignored"),
+    ],
+)
+def test_the_addon_and_check_give_a_header_the_same_effect(
+    loaded: Loaded, chains: Chains, header: str, action: str
+) -> None:
+    """The live addon (store.observe) and ``python -m expect_ct check`` (which predicts the
+    store's answer) decide through decisions.py: same action, same why, for a host not yet
+    known. Before issue 14 check said "removed" for max-age=0 from an unknown host."""
+    upstream = server()
+    assert loaded.addon._decide(upstream, handshake(chains.compliant)) is True
+    live = respond_on(loaded, upstream, header).metadata["expect_ct"]["header"]
+    facts = {k: live[k] for k in ("values", "valid", "error", "max_age", "enforce", "report_uri")}
+    offline = check_header_effect(facts, "public", None, True)
+    assert (live["action"], live["why"]) == (offline.action, offline.why) == (action, live["why"])

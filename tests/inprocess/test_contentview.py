@@ -50,8 +50,10 @@ class Running:
 
 @pytest.fixture
 def running(world: World, tmp_path: Path) -> Iterator[Running]:
-    addon, views = ExpectCT(), contentview.CTContentview()
-    with taddons.context(TlsConfig(), addon, views) as tctx:
+    addon = ExpectCT()
+    # The view comes with the addon (one of its sub-addons) on every launch path.
+    (views,) = (a for a in addon.addons if isinstance(a, contentview.CTContentview))
+    with taddons.context(TlsConfig(), addon) as tctx:
         tctx.configure(
             addon,
             confdir=str(tmp_path / "confdir"),

@@ -118,7 +118,7 @@ def test_full_store_serves_flows_logs_once_and_still_blocks(
     loaded: Loaded, chains: Chains, caplog: pytest.LogCaptureFixture
 ) -> None:
     loaded.store.observe("known.f.test", max_age=3600, enforce=True, report_uri=None)
-    fill_up(loaded.store)
+    fill_up(loaded.sqlite_store)
     caplog.set_level(logging.INFO)
     flows = [served_with_header(loaded, chains, f"h{i}.f.test") for i in range(20)]
     for flow in flows:
@@ -138,7 +138,7 @@ def test_full_store_serves_flows_logs_once_and_still_blocks(
     assert loaded.addon._decide(upstream("known.f.test"), handshake(chains.non_compliant)) is False
     assert loaded.addon._decide(upstream("h0.f.test"), handshake(chains.non_compliant)) is True
     # Space again: the next header is noted, and that recovery is said once.
-    conn = loaded.store._conn
+    conn = loaded.sqlite_store._conn
     assert conn is not None
     conn.execute("PRAGMA max_page_count = 1000000")
     flow = served_with_header(loaded, chains, "later.f.test")
@@ -211,7 +211,7 @@ def test_unusable_store_set_at_runtime_keeps_the_old_one(
     with pytest.raises(exceptions.OptionsError, match="is not a regular file"):
         loaded.tctx.configure(loaded.addon, expect_ct_store=str(directory))
     # Rolled back: the previous file is in use again, with its entries, still enforcing.
-    assert loaded.store.path == old.path
+    assert loaded.sqlite_store.path == old.location
     assert loaded.addon._decide(upstream("known.f.test"), handshake(chains.non_compliant)) is False
 
 
@@ -265,7 +265,7 @@ def test_garbage_log_list_at_runtime_keeps_the_old_one(
     # The old list still judges connections: compliant stays compliant.
     server = upstream("c.f.test")
     assert loaded.addon._decide(server, handshake(chains.compliant)) is True
-    assert loaded.addon._connections[server.id].verdict.compliant
+    assert loaded.addon.connections.live[server.id].verdict.compliant
 
 
 # ---------------------------------------------------------- exceptions in our own code
@@ -431,7 +431,7 @@ def read_events(tmp_path: Path) -> list[dict]:
 
 def test_store_readable_through_sqlite_after_faults(loaded: Loaded, chains: Chains) -> None:
     served_with_header(loaded, chains, "ok.f.test")
-    fill_up(loaded.store)
+    fill_up(loaded.sqlite_store)
     served_with_header(loaded, chains, "lost.f.test")
     with sqlite3.connect(loaded.store_path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -28,7 +28,7 @@ def test_one_key_sets_up_the_log_list_roots_and_default_store(tmp_path: Path) ->
             assert addon.log_list is not None and len(addon.log_list) > 0  # the bundled list
             assert addon.classifier is not None
             assert addon.store is not None
-            assert addon.store.path == str(tmp_path / "expect-ct.sqlite3")
+            assert addon.store.location == str(tmp_path / "expect-ct.sqlite3")
         finally:
             addon.done()
 
@@ -39,7 +39,7 @@ def test_a_choice_alone_still_opens_the_store(tmp_path: Path) -> None:
         tctx.options.update(confdir=str(tmp_path))  # before the addon is configured at all
         tctx.configure(addon, expect_ct_enforce="all")
         try:
-            assert addon.store is not None and Path(addon.store.path).parent == tmp_path
+            assert addon.store is not None and Path(addon.store.location).parent == tmp_path
         finally:
             addon.done()
 
@@ -63,6 +63,6 @@ def test_a_bad_first_configure_is_one_error_line_later_ones_raise(
             assert addon.configured and addon.store is not None
             with pytest.raises(exceptions.OptionsError, match="does not exist"):
                 tctx.configure(addon, expect_ct_store=str(missing))
-            assert addon.store.path == str(tmp_path / "known.sqlite3")
+            assert addon.store.location == str(tmp_path / "known.sqlite3")
         finally:
             addon.done()

@@ -34,13 +34,13 @@ from OpenSSL import SSL
 from expect_ct import tls as ct_tls
 from expect_ct.tls import HandshakeCapture
 from expect_ct.tls import HandshakeSCTs
-from expect_ct.tls import MalformedHandshakeMessage
-from expect_ct.tls import ServerFlight
-from expect_ct.tls import parse_certificate_status
-from expect_ct.tls import parse_extensions
-from expect_ct.tls import parse_server_hello
-from expect_ct.tls import parse_tls13_certificate
-from expect_ct.tls import split_handshake_message
+from expect_ct.tls_messages import MalformedHandshakeMessage
+from expect_ct.tls_messages import ServerFlight
+from expect_ct.tls_messages import parse_certificate_status
+from expect_ct.tls_messages import parse_extensions
+from expect_ct.tls_messages import parse_server_hello
+from expect_ct.tls_messages import parse_tls13_certificate
+from expect_ct.tls_messages import split_handshake_message
 from support import pki
 from support.origins import Origin
 from support.origins import http_response

@@ -16,6 +16,7 @@ from mitmproxy.test import taddons
 
 from expect_ct import tls as tlsmod
 from expect_ct.addon import ExpectCT
+from expect_ct.store import HostStore
 from expect_ct.store import KnownHostStore
 from support.world import World
 
@@ -27,9 +28,16 @@ class Loaded:
     store_path: Path
 
     @property
-    def store(self) -> KnownHostStore:
+    def store(self) -> HostStore:
         assert self.addon.store is not None
         return self.addon.store
+
+    @property
+    def sqlite_store(self) -> KnownHostStore:
+        """The store, for tests that reach into SQLite itself."""
+        store = self.store
+        assert isinstance(store, KnownHostStore)
+        return store
 
 
 @contextmanager

@@ -32,6 +32,9 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from support import pki
 
 STARTUP_TIMEOUT = 5.0
 POLL_INTERVAL = 0.01
@@ -266,3 +269,31 @@ def openssl_origin(
         responses=responses,
     ) as origin:
         yield origin.port
+
+
+def openssl_origins(
+    stack: contextlib.ExitStack,
+    tmp_path: Path,
+    served: Mapping[str, tuple[Any, Any, bytes | None, bytes | None]],
+    *,
+    chain: Any,
+    tls_versions: Sequence[str],
+) -> dict[tuple[str, str], int]:
+    """One ``openssl_origin`` per site and TLS version, kept running by ``stack``; returns
+    their ports by (site, TLS version). ``served``: site -> (leaf certificate, its key,
+    serverinfo PEM or None, OCSP response DER or None); ``chain``: the intermediate."""
+    ports: dict[tuple[str, str], int] = {}
+    for name, (leaf, key, serverinfo, ocsp_der) in served.items():
+        for tls in tls_versions:
+            ports[name, tls] = stack.enter_context(
+                openssl_origin(
+                    tmp_path,
+                    cert_pem=pki.pem(leaf),
+                    key_pem=pki.key_pem(key),
+                    chain_pem=pki.pem(chain),
+                    tls=tls,
+                    serverinfo=serverinfo,
+                    ocsp_der=ocsp_der,
+                )
+            )
+    return ports

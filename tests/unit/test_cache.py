@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from expect_ct.cache import BoundedMap
 from expect_ct.cache import VerdictCache
 from expect_ct.loglist import LogList
 from support import pki
@@ -88,3 +89,56 @@ def test_entries_expire(world: World, log_list: LogList) -> None:
 def test_maxsize_must_be_positive() -> None:
     with pytest.raises(ValueError, match="maxsize"):
         VerdictCache(maxsize=0)
+
+
+# --------------------------------------------------------------------------- BoundedMap
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bounded_map_evicts_the_least_recently_used() -> None:
+    memory: BoundedMap[str, int] = BoundedMap(2)
+    memory.put("a", 1)
+    memory.put("b", 2)
+    assert memory.get("a") == 1  # "a" is now the most recently used
+    memory.put("c", 3)
+    assert (memory.get("a"), memory.get("b"), memory.get("c")) == (1, None, 3)
+    assert len(memory) == 2
+
+
+def test_bounded_map_entries_expire_after_their_ttl() -> None:
+    clock = FakeClock()
+    memory: BoundedMap[str, int] = BoundedMap(10, ttl=60.0, clock=clock)
+    memory.put("a", 1)
+    memory.put("short", 2, ttl=5.0)
+    memory.put("longer", 3, ttl=600.0)  # never beyond the map's own ttl
+    clock.now = 10.0
+    assert (memory.get("a"), memory.get("short")) == (1, None)
+    clock.now = 60.0
+    assert (memory.get("a"), memory.get("longer")) == (None, None)
+    assert len(memory) == 0
+
+
+def test_bounded_map_without_ttl_keeps_entries_until_evicted() -> None:
+    clock = FakeClock()
+    memory: BoundedMap[str, int] = BoundedMap(1, clock=clock)
+    memory.put("a", 1)
+    clock.now = 1e9
+    assert memory.get("a") == 1
+    assert memory.entries() == [("a", float("inf"), 1)]
+
+
+def test_bounded_map_discard_if_and_size_check() -> None:
+    memory: BoundedMap[tuple[str, str], int] = BoundedMap(10)
+    memory.put(("store", "write"), 1)
+    memory.put(("store", "read"), 2)
+    memory.discard_if(lambda key: key[1] == "write")
+    assert memory.entries() == [(("store", "read"), float("inf"), 2)]
+    with pytest.raises(ValueError, match="maxsize"):
+        BoundedMap(0)

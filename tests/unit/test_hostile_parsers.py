@@ -53,11 +53,11 @@ from expect_ct.sct import parse_sct
 from expect_ct.sct import parse_sct_list
 from expect_ct.store import canonical_host
 from expect_ct.store import host_key
-from expect_ct.tls import MalformedHandshakeMessage
-from expect_ct.tls import parse_certificate_status
-from expect_ct.tls import parse_extensions
-from expect_ct.tls import parse_server_hello
-from expect_ct.tls import parse_tls13_certificate
+from expect_ct.tls_messages import MalformedHandshakeMessage
+from expect_ct.tls_messages import parse_certificate_status
+from expect_ct.tls_messages import parse_extensions
+from expect_ct.tls_messages import parse_server_hello
+from expect_ct.tls_messages import parse_tls13_certificate
 from support import pki
 
 UTC = datetime.UTC

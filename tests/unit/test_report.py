@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from expect_ct.listeners import ProxyListeners
 from expect_ct.listeners import canonical_address
 from expect_ct.listeners import is_local_address
+from expect_ct.records import rfc3339
 from expect_ct.report import EventLog
 from expect_ct.report import ReportDeduplicator
 from expect_ct.report import ReportOutcome
@@ -29,7 +30,6 @@ from expect_ct.report import ReportSender
 from expect_ct.report import address_kind
 from expect_ct.report import build_report
 from expect_ct.report import check_preflight
-from expect_ct.report import rfc3339
 from expect_ct.report import serialize_report
 from expect_ct.sct import SCT
 from expect_ct.sct import Source
@@ -116,7 +116,7 @@ def pem_str(cert: x509.Certificate) -> str:
     ],
 )
 def test_rfc3339(moment, expected):
-    assert rfc3339(moment) == expected
+    assert rfc3339(moment, milliseconds=True) == expected
 
 
 # ------------------------------------------------------------------------------ the report

@@ -741,16 +741,3 @@ if __name__ == "__main__":
 
     with tempfile.TemporaryDirectory() as tmp:
         benchmark(Path(tmp))
-
-
-def test_a_missing_directory_is_an_error_when_not_to_be_created(tmp_path: Path) -> None:
-    path = tmp_path / "typo" / "known.sqlite3"
-    with pytest.raises(StoreError, match="does not exist") as excinfo:
-        KnownHostStore(path, create_directory=False)
-    assert str(tmp_path / "typo") in str(excinfo.value)
-    assert "expect_ct_store=" in str(excinfo.value)
-    assert not path.parent.exists()
-    # An existing directory is fine; by default the directory is created.
-    KnownHostStore(tmp_path / "known.sqlite3", create_directory=False).close()
-    KnownHostStore(path).close()
-    assert path.is_file()

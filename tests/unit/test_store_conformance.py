@@ -169,7 +169,9 @@ def test_max_age_cap(opener: Opener) -> None:
     uncapped = opener()
     _, entry = uncapped.observe("h.example", max_age=10**30, enforce=True, report_uri=None, now=NOW)
     assert entry is not None and entry.expires == NOW + timedelta(seconds=MAX_AGE_LIMIT)
-    with pytest.raises(ValueError, match="max_age_cap must be a whole number of seconds, at least 1"):
+    with pytest.raises(
+        ValueError, match="max_age_cap must be a whole number of seconds, at least 1"
+    ):
         opener(max_age_cap=0)
 
 

@@ -1,0 +1,124 @@
+"""Per-connection state: what the addon learned about each upstream TLS connection, kept in
+the addon's own bounded maps (flow metadata is for users, not a channel between hooks)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any
+
+from cryptography import x509
+from mitmproxy import connection
+from mitmproxy import http
+
+from expect_ct import cache
+from expect_ct import chain as chainmod
+from expect_ct import engine as enginemod
+from expect_ct import policy as policymod
+from expect_ct import store as storemod
+from expect_ct import tls as tlsmod
+
+# Bounded: a long-running proxy sees unbounded numbers of connections and hosts.
+RECENT_CONNECTIONS = 1024
+
+
+@dataclasses.dataclass
+class ConnectionRecord:
+    """What the addon learned about one upstream TLS connection."""
+
+    host: str
+    port: int
+    served_chain: tuple[x509.Certificate, ...]
+    evaluation: enginemod.Evaluation
+    handshake: tlsmod.HandshakeSCTs
+    evaluated_at: datetime.datetime
+    known_host: storemod.KnownHost | None = None
+    blocked: str | None = None  # why the connection was refused, if it was
+    would_block: str | None = None  # why it would have been refused (blocking suspended)
+    reported: bool = False
+    logged: bool = False
+    # The handshake's SCT data as flow metadata (base64), built once and shared by its flows.
+    handshake_meta: dict[str, str | None] | None = None
+    # The Expect-CT field values last processed on this connection, when, the result, and
+    # the header generation it belongs to (see headers.HeaderHandling).
+    last_header: tuple[list[str], float, dict[str, Any], int] | None = None
+
+    @property
+    def tls_version(self) -> str | None:
+        return self.handshake.tls_version
+
+    @property
+    def chain(self) -> chainmod.ChainResult:
+        return self.evaluation.chain
+
+    @property
+    def verdict(self) -> policymod.Verdict:
+        return self.evaluation.verdict
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return self.evaluation.event
+
+    @property
+    def event_json(self) -> str:
+        return self.evaluation.event_json
+
+    @property
+    def exempt(self) -> bool:
+        return self.evaluation.exempt
+
+    def summary(self) -> str:
+        return self.evaluation.summary
+
+
+class Connections:
+    """Records by upstream connection id: live ones, refused ones, recently closed ones."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, ConnectionRecord] = {}
+        self.aborted: cache.BoundedMap[str, ConnectionRecord] = cache.BoundedMap(RECENT_CONNECTIONS)
+        # Lazy strategy: a flow whose upstream handshake failed keeps its placeholder
+        # server_conn, so its error hook finds the refused connection by client connection.
+        self.aborted_by_client: cache.BoundedMap[str, ConnectionRecord] = cache.BoundedMap(
+            RECENT_CONNECTIONS
+        )
+        # Recently closed upstream connections: the response hook can run after
+        # server_disconnected (mitmproxy 11, `Connection: close`), and must not re-evaluate.
+        self.closed: cache.BoundedMap[str, ConnectionRecord] = cache.BoundedMap(RECENT_CONNECTIONS)
+        # The latest connection per host, for expectct.testreport's body.
+        self.last_seen: cache.BoundedMap[str, ConnectionRecord] = cache.BoundedMap(
+            RECENT_CONNECTIONS
+        )
+
+    def find(self, server_id: str) -> ConnectionRecord | None:
+        return self.live.get(server_id) or self.aborted.get(server_id) or self.closed.get(server_id)
+
+    def refused(self, server_id: str, client_id: str) -> None:
+        record = self.live.pop(server_id, None)
+        if record is not None and record.blocked is not None:
+            self.aborted.put(server_id, record)
+            self.aborted_by_client.put(client_id, record)
+
+    def disconnected(self, server_id: str) -> None:
+        record = self.live.pop(server_id, None)
+        if record is not None:
+            self.closed.put(server_id, record)
+
+    def refused_for_flow(self, flow: http.HTTPFlow) -> ConnectionRecord | None:
+        record = self.aborted.get(flow.server_conn.id)
+        if record is None:
+            # Lazy strategy: the connection that failed never became flow.server_conn.
+            candidate = self.aborted_by_client.get(flow.client_conn.id)
+            if candidate is not None and candidate.host == request_host(flow):
+                record = candidate
+        return record
+
+
+def server_identity(server: connection.Server) -> tuple[str, int]:
+    address = server.address or ("", 0)
+    return storemod.host_key(server.sni or str(address[0])), int(address[1])
+
+
+def request_host(flow: http.HTTPFlow) -> str:
+    """The flow's upstream host name as server_identity() spells it."""
+    return storemod.host_key(flow.server_conn.sni or flow.request.host)
