@@ -485,6 +485,7 @@ def ocsp_sct_summary(record: dict[str, Any]) -> list[tuple[str, str, str, bool, 
             "2 SCTs from once or currently approved logs required, 1 found (A1)",
         ),
     ],
+    ids=["chrome-pre148", "apple"],
 )
 def test_inspect_synthetic_ocsp_scts(
     world: World, synthetic: dict[str, Path], policy: str, why_end: str, one_sct_reason: str
