@@ -342,6 +342,11 @@ def test_inspect_real_letsencrypt_vector() -> None:
     assert [s["timestamp"] for s in record["scts"]] == [1772992980455, 1772992980608]
     assert record["chain"] == "public"  # Let's Encrypt E8 chains to certifi's ISRG Root X2
     assert record["compliant"] is True and record["reasons"] == []
+    # Each why names the deciding rule: the embedded path, N = 2 for a 90-day certificate (C1).
+    assert [s["why"] for s in record["scts"]] == [
+        "counted: embedded, usable log, operator Cloudflare, log 1 of 2 needed (C1)",
+        "counted: embedded, usable log, operator Geomys, log 2 of 2 needed (C1)",
+    ]
     text = run_cli(*vector_args(str(leaf), str(issuer), "--now", "2026-04-01"))
     assert text.returncode == 0
     for expected in (
@@ -350,7 +355,8 @@ def test_inspect_real_letsencrypt_vector() -> None:
         "  operator   Cloudflare",
         "  timestamp  2026-03-08T18:03:00.455Z",
         "  status     valid",
-        "  counted    yes (usable log, operator Geomys)",
+        "  counted    yes (embedded, usable log, operator Cloudflare, log 1 of 2 needed (C1))",
+        "  counted    yes (embedded, usable log, operator Geomys, log 2 of 2 needed (C1))",
         "Verdict      compliant under the chrome policy",
     ):
         assert expected in text.stdout, text.stdout
@@ -453,16 +459,85 @@ def test_inspect_synthetic_tls_extension_scts(world: World, synthetic: dict[str,
     assert record["scts"][0]["log_id"] == base64.b64encode(world.log_a.log_id).decode()
 
 
-def test_inspect_synthetic_ocsp_scts(world: World, synthetic: dict[str, Path]) -> None:
-    base = [str(synthetic["leaf.der"]), str(synthetic["chain.pem"])]
+def ocsp_sct_summary(record: dict[str, Any]) -> list[tuple[str, str, str, bool, str]]:
+    return [
+        (s["source"], s["operator"], s["status"], s["counted"], s["why"]) for s in record["scts"]
+    ]
+
+
+@pytest.mark.parametrize(
+    "policy, why_end, one_sct_reason",
+    [
+        # Chrome before 148 counts OCSP SCTs like TLS-extension SCTs (C4a) on the mixed path.
+        (
+            "chrome-pre148",
+            ", non-embedded SCT from a log not retired (C3)",
+            "SCTs from 2 distinct operators required (any delivery once 1 SCT arrives via "
+            "TLS extension or OCSP), only Alpha found (C3)",
+        ),
+        # Apple's rule (a): 2 currently approved logs, 1 via TLS or OCSP stapling (A2, A6).
+        (
+            "apple",
+            " (A2)",
+            "2 SCTs from once or currently approved logs required, 1 found (A1)",
+        ),
+    ],
+    ids=["chrome-pre148", "apple"],
+)
+def test_inspect_synthetic_ocsp_scts(
+    world: World, synthetic: dict[str, Path], policy: str, why_end: str, one_sct_reason: str
+) -> None:
+    base = [str(synthetic["leaf.der"]), str(synthetic["chain.pem"]), "--policy", policy]
     done = run_cli(*synthetic_args(world, *base, "--ocsp", str(synthetic["ocsp.der"])))
     assert done.returncode == 0, done.stderr
     (record,) = json_lines(done.stdout)
-    assert {s["source"] for s in record["scts"]} == {"ocsp"} and record["compliant"] is True
+    assert record["policy"] == policy
+    assert record["compliant"] is True and record["reasons"] == []
     assert record["sources"]["ocsp"] == "present"
+    assert ocsp_sct_summary(record) == [
+        (
+            "ocsp",
+            operator,
+            "valid",
+            True,
+            f"counted: OCSP, usable log, operator {operator}{why_end}",
+        )
+        for operator in ("Alpha", "Beta")
+    ]
     one = run_cli(*synthetic_args(world, *base, "--ocsp", str(synthetic["ocsp-one.der"])))
-    assert one.returncode == 1
-    assert "distinct" in " ".join(json_lines(one.stdout)[0]["reasons"])
+    assert one.returncode == 1, one.stderr
+    (record,) = json_lines(one.stdout)
+    assert record["compliant"] is False
+    assert record["reasons"] == [one_sct_reason]
+
+
+def test_inspect_synthetic_ocsp_scts_do_not_count_for_chrome_148(
+    world: World, synthetic: dict[str, Path]
+) -> None:
+    # The same staple under the default policy, Chrome 148 and later: verified, not counted (C4).
+    base = [str(synthetic["leaf.der"]), str(synthetic["chain.pem"])]
+    done = run_cli(*synthetic_args(world, *base, "--ocsp", str(synthetic["ocsp.der"])))
+    assert done.returncode == 1, done.stderr
+    (record,) = json_lines(done.stdout)
+    assert record["policy"] == "chrome" and record["chain"] == "public"
+    assert record["compliant"] is False
+    assert record["sources"]["ocsp"] == "present"
+    assert ocsp_sct_summary(record) == [
+        (
+            "ocsp",
+            operator,
+            "valid",
+            False,
+            "not counted: Chrome 148+ ignores OCSP-delivered SCTs (C4)",
+        )
+        for operator in ("Alpha", "Beta")
+    ]
+    assert record["reasons"] == [
+        "no SCT delivered via TLS extension from a log not retired (C3); SCTs from the stapled "
+        "OCSP response are ignored since Chrome 148 (C4)",
+        "SCTs from 2 distinct operators required (any delivery once 1 SCT arrives via "
+        "TLS extension), none found (C3)",
+    ]
 
 
 def test_inspect_wrong_host_makes_the_chain_untrusted(

@@ -15,6 +15,9 @@ and hands the tests what was recorded; the tests then only look.
   and a keep-alive origin (several requests on one upstream connection).
 * ``openssl s_server`` origins (TLS 1.2 and 1.3): embedded + TLS extension + stapled OCSP;
   TLS extension only; OCSP only; no SCTs; TLS-extension and OCSP SCTs signed for another leaf.
+  Under ``chrome`` (Chrome 148+) OCSP SCTs are verified but never counted (C4); the stapling
+  origins are visited again through a ``chrome-pre148`` and an ``apple`` mitmdump, which count
+  them.
 * HTTP/3: mitmdump in ``reverse:http3://`` mode in front of an aioquic origin; only embedded
   SCTs can be seen, and the event says the handshake sources were "not observed".
 """
@@ -293,9 +296,10 @@ def test_compliant_chain_event_explains_each_sct(basic: BasicRun, world: World) 
         ("Alpha Log 2026", "Alpha"),
         ("Beta Log 2026", "Beta"),
     ]
+    # Each why names its rule: the embedded path, N = 2 logs for a 90-day certificate (C1).
     assert [s["why"] for s in event["scts"]] == [
-        "counted: usable log, operator Alpha",
-        "counted: usable log, operator Beta",
+        "counted: embedded, usable log, operator Alpha, log 1 of 2 needed (C1)",
+        "counted: embedded, usable log, operator Beta, log 2 of 2 needed (C1)",
     ]
     assert all(s["reason"] is None for s in event["scts"])
     # Python's ssl origin sends neither a TLS-extension SCT list nor a staple: the addon
@@ -422,6 +426,33 @@ def test_addon_ran_as_a_script_with_full_handshake_capture(basic: BasicRun) -> N
 
 SCENARIOS = ("all-three", "tls-only", "ocsp-only", "none", "foreign")
 TLS_VERSIONS = ("1.2", "1.3")
+# The policies that count SCTs from a stapled OCSP response: Chrome before 148 (C4a), Apple (A6).
+OCSP_COUNTING_POLICIES = ("chrome-pre148", "apple")
+CHROME_148_IGNORES_OCSP = "not counted: Chrome 148+ ignores OCSP-delivered SCTs (C4)"
+# chrome's reasons when no SCT counts and a staple was there: the TLS-extension SCT that mixed
+# delivery needs is missing (C3), and the staple's SCTs do not stand in for it (C4).
+CHROME_NO_TLS_SCT_REASONS = [
+    "no SCT delivered via TLS extension from a log not retired (C3); SCTs from the stapled "
+    "OCSP response are ignored since Chrome 148 (C4)",
+    "SCTs from 2 distinct operators required (any delivery once 1 SCT arrives via "
+    "TLS extension), none found (C3)",
+]
+# (counted, why) of the embedded and TLS-extension SCTs of "all-three" under chrome and
+# chrome-pre148: the embedded ones for the embedded rule (C1), the others for mixed delivery (C3).
+CHROME_ALL_THREE_COUNTED = [
+    (True, "counted: embedded, usable log, operator Alpha, log 1 of 2 needed (C1)"),
+    (True, "counted: embedded, usable log, operator Beta, log 2 of 2 needed (C1)"),
+    (
+        True,
+        "counted: TLS extension, usable log, operator Alpha, non-embedded SCT from a log not "
+        "retired (C3)",
+    ),
+    (
+        True,
+        "counted: TLS extension, usable log, operator Beta, non-embedded SCT from a log not "
+        "retired (C3)",
+    ),
+]
 
 
 @dataclass
@@ -504,6 +535,50 @@ def handshake_event(run: HandshakeRun, scenario: str, tls: str) -> Event:
     return event
 
 
+@pytest.fixture(scope="module")
+def ocsp_counting(
+    handshake: HandshakeRun, world: World, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, list[Event]]:
+    """The origins that staple OCSP SCTs once more, each through a mitmdump running a policy that
+    counts them (chrome-pre148, apple): policy -> the connection events it wrote."""
+    base = tmp_path_factory.mktemp("e2e-ct-ocsp-counting")
+    events: dict[str, list[Event]] = {}
+    for policy in OCSP_COUNTING_POLICIES:
+        proxy = Mitmdump(
+            base / policy,
+            proxy_options(world, expect_ct_store=":memory:", expect_ct_policy=policy),
+        )
+        with proxy:
+            for scenario in ("all-three", "ocsp-only"):
+                for tls in TLS_VERSIONS:
+                    port = handshake.ports[scenario, tls]
+                    response = proxy.curl(f"https://localhost:{port}/index.html")
+                    assert (response.status, response.body) == (200, b"hello"), (
+                        policy,
+                        scenario,
+                        tls,
+                        response.stderr,
+                    )
+        events[policy] = proxy.events("connection")
+    return events
+
+
+def same_connection_under(
+    policy_events: list[Event], run: HandshakeRun, scenario: str, tls: str
+) -> Event:
+    """The event another policy's mitmdump wrote for ``scenario``: the same origin, leaf and
+    SCTs as the chrome run's event."""
+    event = only_event(policy_events, run.ports[scenario, tls])
+    chrome = handshake_event(run, scenario, tls)
+    assert event["tls_version"] == chrome["tls_version"]
+    assert event["certificate"] == chrome["certificate"]
+    assert event["sources"] == chrome["sources"]
+    assert [(s["source"], s["log_id"], s["timestamp"], s["status"]) for s in event["scts"]] == [
+        (s["source"], s["log_id"], s["timestamp"], s["status"]) for s in chrome["scts"]
+    ]
+    return event
+
+
 def test_openssl_origins_answered(handshake: HandshakeRun) -> None:
     for key, response in handshake.responses.items():
         assert (response.status, response.body) == (200, b"hello"), (key, response.stderr)
@@ -527,10 +602,14 @@ def test_all_three_sources_are_captured_and_valid(handshake: HandshakeRun, tls: 
     ]
     assert [s["operator"] for s in event["scts"]] == ["Alpha", "Beta"] * 3
     assert len({s["timestamp"] for s in event["scts"]}) == 6  # six distinct SCTs, none merged
-    # Each path counts under its own rule: embedded for the embedded rule, the TLS extension for
-    # the delivered rule; the OCSP SCTs come from the same logs, so they are duplicates there.
-    assert [s["counted"] for s in event["scts"]] == [True, True, True, True, False, False]
-    assert [s["why"] for s in event["scts"][4:]] == ["not counted: duplicate log"] * 2
+    # Each path counts under its own rule: the embedded SCTs for the embedded rule (C1), the
+    # TLS-extension ones for the mixed rule (C3); Chrome 148+ verifies the OCSP SCTs but ignores
+    # them (C4).
+    assert [(s["counted"], s["why"]) for s in event["scts"]] == [
+        *CHROME_ALL_THREE_COUNTED,
+        (False, CHROME_148_IGNORES_OCSP),
+        (False, CHROME_148_IGNORES_OCSP),
+    ]
     assert event["compliant"] is True and event["reasons"] == []
 
 
@@ -548,8 +627,53 @@ def test_tls_extension_scts_alone_make_it_compliant(handshake: HandshakeRun, tls
 
 
 @pytest.mark.parametrize("tls", TLS_VERSIONS)
-def test_ocsp_scts_alone_make_it_compliant(handshake: HandshakeRun, tls: str) -> None:
+@pytest.mark.parametrize("policy", OCSP_COUNTING_POLICIES)
+def test_all_three_sources_under_policies_that_count_ocsp(
+    handshake: HandshakeRun, ocsp_counting: dict[str, list[Event]], policy: str, tls: str
+) -> None:
+    event = same_connection_under(ocsp_counting[policy], handshake, "all-three", tls)
+    assert event["policy"] == policy
+    assert event["compliant"] is True and event["reasons"] == []
+    # The OCSP SCTs now count like TLS-extension ones, but come from the same logs as the
+    # TLS-extension SCTs already counted: duplicates (Chrome C9, Apple rule (a) A2).
+    if policy == "chrome-pre148":
+        expected = CHROME_ALL_THREE_COUNTED + [(False, "not counted: duplicate log (C9)")] * 2
+    else:
+        expected = [
+            (True, "counted: embedded, usable log, operator Alpha, log 1 of 2 needed (A3)"),
+            (True, "counted: embedded, usable log, operator Beta, log 2 of 2 needed (A3)"),
+            (True, "counted: TLS extension, usable log, operator Alpha (A2)"),
+            (True, "counted: TLS extension, usable log, operator Beta (A2)"),
+            *[(False, "not counted: duplicate log (A2)")] * 2,
+        ]
+    assert [(s["counted"], s["why"]) for s in event["scts"]] == expected
+
+
+@pytest.mark.parametrize("tls", TLS_VERSIONS)
+def test_chrome_148_ignores_ocsp_scts_alone(handshake: HandshakeRun, tls: str) -> None:
     event = handshake_event(handshake, "ocsp-only", tls)
+    assert event["policy"] == "chrome"
+    assert event["sources"] == {
+        "embedded": "observed",
+        "tls-extension": "absent",
+        "ocsp": "present",
+    }
+    # Verified and shown, but not counted (C4): nothing else is left to comply with.
+    assert sct_summary(event) == [("ocsp", "valid", False)] * 2
+    assert {s["operator"] for s in event["scts"]} == {"Alpha", "Beta"}
+    assert [s["why"] for s in event["scts"]] == [CHROME_148_IGNORES_OCSP] * 2
+    assert event["compliant"] is False
+    assert event["reasons"] == CHROME_NO_TLS_SCT_REASONS
+
+
+@pytest.mark.parametrize("tls", TLS_VERSIONS)
+@pytest.mark.parametrize("policy", OCSP_COUNTING_POLICIES)
+def test_ocsp_scts_alone_make_it_compliant(
+    handshake: HandshakeRun, ocsp_counting: dict[str, list[Event]], policy: str, tls: str
+) -> None:
+    # The connection chrome refused above, judged by Chrome before 148 and by Apple.
+    event = same_connection_under(ocsp_counting[policy], handshake, "ocsp-only", tls)
+    assert event["policy"] == policy
     assert event["sources"] == {
         "embedded": "observed",
         "tls-extension": "absent",
@@ -557,6 +681,12 @@ def test_ocsp_scts_alone_make_it_compliant(handshake: HandshakeRun, tls: str) ->
     }
     assert sct_summary(event) == [("ocsp", "valid", True)] * 2
     assert {s["operator"] for s in event["scts"]} == {"Alpha", "Beta"}
+    # Chrome before 148: the mixed-delivery rule (C3); Apple: rule (a) (A2).
+    why_end = {"chrome-pre148": ", non-embedded SCT from a log not retired (C3)", "apple": " (A2)"}
+    assert [s["why"] for s in event["scts"]] == [
+        f"counted: OCSP, usable log, operator {operator}{why_end[policy]}"
+        for operator in ("Alpha", "Beta")
+    ]
     assert event["compliant"] is True and event["reasons"] == []
 
 
@@ -588,8 +718,10 @@ def test_handshake_scts_for_another_certificate_are_invalid(
     for sct in event["scts"]:
         assert sct["log"] is not None
         assert "signature does not verify" in sct["reason"]
+        # An invalid SCT is refused before any policy rule looks at it, OCSP ones included.
+        assert sct["why"] == f"not counted: invalid: {sct['reason']} (RFC 6962)"
     assert event["compliant"] is False
-    assert any("0 found" in r for r in event["reasons"]), event["reasons"]
+    assert event["reasons"] == CHROME_NO_TLS_SCT_REASONS
 
 
 def test_handshake_verdicts_reach_the_saved_flows(handshake: HandshakeRun) -> None:
@@ -599,7 +731,8 @@ def test_handshake_verdicts_reach_the_saved_flows(handshake: HandshakeRun) -> No
         event = only_event(handshake.events, port)
         meta = flow.metadata["expect_ct"]
         assert meta["connection"] == {k: v for k, v in event.items() if k not in ENVELOPE}
-        compliant = scenario in ("all-three", "tls-only", "ocsp-only")
+        # Under chrome (Chrome 148+), OCSP SCTs alone do not comply (C4).
+        compliant = scenario in ("all-three", "tls-only")
         assert flow.marked == ("" if compliant else ":warning:"), (scenario, tls)
         assert flow.comment.startswith("CT: compliant" if compliant else "CT: NOT compliant")
 
