@@ -122,7 +122,7 @@ def test_missing_store_is_an_error_not_a_new_file(tmp_path: Path) -> None:
             "firefox",
             "expect_ct_policy must be one of chrome, chrome-pre148, apple",
         ),
-        ("expect_ct_max_age_cap", "-1", "expect_ct_max_age_cap must be 0 or more"),
+        ("expect_ct_max_age_cap", "-1", "expect_ct_max_age_cap must be at least 1 second"),
         ("expect_ct_log_list", "/nonexistent/list.json", "Cannot load expect_ct_log_list"),
         ("expect_ct_public_roots", "/nonexistent/roots.pem", "Cannot load expect_ct_public_roots"),
     ],

@@ -385,7 +385,6 @@ def test_attack_9_max_age_cap_zero_at_start_is_refused_cleanly(
     assert "Traceback" not in text
 
 
-@ADDON_STEP
 def test_attack_9_max_age_cap_zero_at_run_time_is_rejected_and_changes_nothing(
     world: World, sites: Sites, tmp_path: Path
 ) -> None:
