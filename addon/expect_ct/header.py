@@ -31,13 +31,20 @@ Pure: no mitmproxy import.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import string
 from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+
+from expect_ct.header_uri import C0_AND_SPACE
+from expect_ct.header_uri import absolute_uri_problem
+from expect_ct.header_uri import ascii_lower
+from expect_ct.header_uri import gurl_problem
+from expect_ct.header_uri import printable
+from expect_ct.header_uri import report_uri_unusable
+from expect_ct.header_uri import show_char
 
 DIALECTS = ("rfc9163", "chromium")
 
@@ -101,7 +108,7 @@ def parse_expect_ct(value: str | Sequence[str], *, dialect: str = "rfc9163") -> 
         if bad is not None:
             label = f"field value {index}" if len(field_values) > 1 else "field value"
             raise InvalidExpectCT(
-                f"{label} contains {_show(bad)}: "
+                f"{label} contains {show_char(bad)}: "
                 "CR, LF and NUL are not allowed in an HTTP field value (RFC 9110 section 5.5)"
             )
     if dialect == "chromium":
@@ -120,31 +127,13 @@ class _Directive:
     where: str  # " (field value N)" when several field values were given, else ""
 
     def error(self, problem: str) -> InvalidExpectCT:
-        return InvalidExpectCT(f"{_printable(self.name)} directive{self.where}: {problem}")
+        return InvalidExpectCT(f"{printable(self.name)} directive{self.where}: {problem}")
 
 
 def _where(index: int, count: int) -> str:
     return f" (field value {index})" if count > 1 else ""
 
 
-def _show(char: str) -> str:
-    """A character as a message can show it, even when it is a control character."""
-    if char.isprintable() and char not in " \t":
-        return repr(char)
-    return f"U+{ord(char):04X}"
-
-
-def _printable(text: str) -> str:
-    return text if text.isprintable() else repr(text)
-
-
-def _ascii_lower(name: str) -> str:
-    # Names are compared ASCII case-insensitively; str.lower() would also fold non-ASCII
-    # characters (KELVIN SIGN to "k"), which neither dialect does.
-    return name.translate(_ASCII_LOWER)
-
-
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -246,7 +235,7 @@ def _scan_quoted_string(text: str, pos: int, name: str, where: str) -> tuple[str
             escaped = text[i + 1]
             if not _is_quoted_pair_char(escaped):
                 raise InvalidExpectCT(
-                    f"{prefix}: {_show(escaped)} cannot be escaped in a quoted-string "
+                    f"{prefix}: {show_char(escaped)} cannot be escaped in a quoted-string "
                     f"(offset {i + 1})"
                 )
             unescaped.append(escaped)
@@ -254,7 +243,7 @@ def _scan_quoted_string(text: str, pos: int, name: str, where: str) -> tuple[str
             continue
         if not _is_qdtext(char):
             raise InvalidExpectCT(
-                f"{prefix}: {_show(char)} is not allowed in a quoted-string (offset {i})"
+                f"{prefix}: {show_char(char)} is not allowed in a quoted-string (offset {i})"
             )
         unescaped.append(char)
         i += 1
@@ -276,7 +265,7 @@ def _rfc9163_directives(text: str, where: str) -> list[_Directive]:
         if name_end == pos:
             raise InvalidExpectCT(
                 f"expected a directive name (a token){where} at offset {pos}, "
-                f"found {_show(text[pos])}"
+                f"found {show_char(text[pos])}"
             )
         name = text[pos:name_end]
         prefix = f"{name} directive{where}"
@@ -300,7 +289,7 @@ def _rfc9163_directives(text: str, where: str) -> list[_Directive]:
                 value_end = _scan_token(text, pos)
                 if value_end == pos:
                     raise InvalidExpectCT(
-                        f"{prefix}: a value cannot start with {_show(text[pos])} "
+                        f"{prefix}: a value cannot start with {show_char(text[pos])} "
                         f"(offset {pos}); it must be a token or a quoted-string"
                     )
                 value = text[pos:value_end]
@@ -309,10 +298,10 @@ def _rfc9163_directives(text: str, where: str) -> list[_Directive]:
             # The name goes on with a character a token cannot hold: name the whole word.
             word = re.split(r"[ \t,=]", text[name_end - len(name) :], maxsplit=1)[0]
             raise InvalidExpectCT(
-                f"{_printable(word)} directive{where}: {_show(text[pos])} is not allowed in a "
+                f"{printable(word)} directive{where}: {show_char(text[pos])} is not allowed in a "
                 f"directive name (a token, RFC 9110 section 5.6.2; offset {pos})"
             )
-        directives.append(_Directive(name, _ascii_lower(name), value, where))
+        directives.append(_Directive(name, ascii_lower(name), value, where))
         after = _skip_ows(text, pos)
         if after == len(text):
             return directives
@@ -335,18 +324,18 @@ def _rfc9163_junk_problem(text: str, pos: int, after: int, name: str, quoted: bo
         )
     if after > pos:
         return (
-            f"unexpected {_show(char)} after whitespace at offset {after}: "
+            f"unexpected {show_char(char)} after whitespace at offset {after}: "
             "directives must be separated by ','"
         )
     if quoted:
-        return f"unexpected {_show(char)} after the closing quote at offset {after}"
-    if char == ":" and _ascii_lower(name) == "report-uri":
+        return f"unexpected {show_char(char)} after the closing quote at offset {after}"
+    if char == ":" and ascii_lower(name) == "report-uri":
         return (
             f"unexpected ':' at offset {after}: a URI contains characters a token cannot, "
             "so it must be sent as a quoted-string"
         )
     return (
-        f"{_show(char)} is not allowed in a token value (offset {after}); "
+        f"{show_char(char)} is not allowed in a token value (offset {after}); "
         "such a value must be a quoted-string"
     )
 
@@ -392,12 +381,12 @@ def _apply_rfc9163(directive: _Directive, result: _Result) -> None:
     elif directive.key == "report-uri":
         if directive.value is None:
             raise directive.error("a value is required (an absolute URI, RFC 9163 section 2.1.1)")
-        problem = _absolute_uri_problem(directive.value)
+        problem = absolute_uri_problem(directive.value)
         if problem is not None:
             raise directive.error(
                 f"{directive.value!r} is not an absolute URI (RFC 3986 section 4.3): {problem}"
             )
-        ignored_because = _report_uri_unusable(directive.value)
+        ignored_because = report_uri_unusable(directive.value)
         if ignored_because is None:
             result.report_uri = directive.value
         else:
@@ -409,107 +398,6 @@ def _apply_rfc9163(directive: _Directive, result: _Result) -> None:
 
 def _abbreviate(digits: str) -> str:
     return digits if len(digits) <= 30 else f"{digits[:12]}...({len(digits)} digits)"
-
-
-# RFC 3986 section 2 and appendix A.
-_UNRESERVED = string.ascii_letters + string.digits + "-._~"
-_SUB_DELIMS = "!$&'()*+,;="
-_URI_CHARS = frozenset(_UNRESERVED + _SUB_DELIMS + ":/?#[]@%")
-_PCHARS = frozenset(_UNRESERVED + _SUB_DELIMS + ":@%")
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
-_REG_NAME = re.compile(rf"[{re.escape(_UNRESERVED + _SUB_DELIMS)}%]*")
-_USERINFO = re.compile(rf"[{re.escape(_UNRESERVED + _SUB_DELIMS)}%:]*")
-_IPV_FUTURE = re.compile(rf"v[0-9A-Fa-f]+\.[{re.escape(_UNRESERVED + _SUB_DELIMS)}:]+")
-_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-
-
-def _absolute_uri_problem(uri: str) -> str | None:
-    """Why ``uri`` is not an RFC 3986 absolute-URI, or None if it is one.
-
-    absolute-URI = scheme ":" hier-part [ "?" query ]   (no fragment)
-    """
-    bad = next((c for c in uri if c not in _URI_CHARS), None)
-    if bad is not None:
-        return f"{_show(bad)} is not allowed in a URI"
-    if "#" in uri:
-        return "a fragment ('#') is not allowed"
-    bad_percent = _PERCENT.search(uri)
-    if bad_percent is not None:
-        return f"'%' at offset {bad_percent.start()} does not start a percent-encoding"
-    scheme, colon, rest = uri.partition(":")
-    if not colon or not _SCHEME.fullmatch(scheme):
-        return "it does not start with a scheme followed by ':'"
-    hier_part, _, query = rest.partition("?")
-    if "[" in query or "]" in query:
-        return "'[' and ']' are not allowed in the query"
-    path = hier_part
-    if hier_part.startswith("//"):
-        authority, slash, path = hier_part[2:].partition("/")
-        path = slash + path
-        problem = _authority_problem(authority)
-        if problem is not None:
-            return problem
-    if not frozenset(path) <= _PCHARS | {"/"}:
-        return "'[' and ']' are only allowed around an IP literal host"
-    return None
-
-
-def _authority_problem(authority: str) -> str | None:
-    userinfo, at, host_port = authority.rpartition("@")
-    if at and not _USERINFO.fullmatch(userinfo):
-        return f"invalid userinfo {userinfo!r}"
-    if host_port.startswith("["):
-        literal, bracket, port = host_port[1:].partition("]")
-        if not bracket:
-            return "the IP literal host is not closed by ']'"
-        if not _is_ip_literal(literal):
-            return f"[{literal}] is not an IPv6 address or IPvFuture literal"
-        if port and not port.startswith(":"):
-            return f"unexpected {port!r} after the IP literal host"
-        port = port[1:]
-    else:
-        host, _, port = host_port.partition(":")
-        if not _REG_NAME.fullmatch(host):
-            return f"invalid host {host!r}"
-    if not port.isascii() or not (port == "" or port.isdigit()):
-        return f"invalid port {port!r}"
-    return None
-
-
-def _is_ip_literal(literal: str) -> bool:
-    if _IPV_FUTURE.fullmatch(literal):
-        return True
-    if "%" in literal:  # zone identifiers are RFC 6874, not RFC 3986
-        return False
-    try:
-        ipaddress.IPv6Address(literal)
-    except ValueError:
-        return False
-    return True
-
-
-def _report_uri_unusable(uri: str) -> str | None:
-    """Why a syntactically valid report-uri is still to be ignored, or None."""
-    scheme, _, rest = uri.partition(":")
-    if _ascii_lower(scheme) != "https":
-        return (
-            f"scheme {scheme!r} is not https, and RFC 9163 section 2.1.1 says UAs MUST ignore "
-            "report-uris that do not use the HTTPS scheme"
-        )
-    host = _uri_host(rest)
-    if not host:
-        return "an https URI must have a non-empty host (RFC 9110 section 4.2.2)"
-    return None
-
-
-def _uri_host(rest: str) -> str:
-    if not rest.startswith("//"):
-        return ""
-    authority = re.split(r"[/?]", rest[2:], maxsplit=1)[0]
-    host_port = authority.rpartition("@")[2]
-    if host_port.startswith("["):
-        return host_port.partition("]")[0] + "]"
-    return host_port.partition(":")[0]
 
 
 # --- dialect chromium ------------------------------------------------------------------------
@@ -568,16 +456,16 @@ def _chromium_directive(element: str, where: str) -> _Directive:
     if equals == 0:
         raise InvalidExpectCT(f"element {element!r}{where} has '=' but no directive name")
     if equals < 0:
-        return _Directive(element, _ascii_lower(element), None, where)
+        return _Directive(element, ascii_lower(element), None, where)
     raw_name = element[:equals]
     name = raw_name.strip(_LWS)
     if '"' in raw_name:
         raise InvalidExpectCT(
-            f"{_printable(name)} directive{where}: a quote before '=' is not allowed "
+            f"{printable(name)} directive{where}: a quote before '=' is not allowed "
             f"(element {element!r})"
         )
     raw_value = element[equals + 1 :].strip(_LWS)
-    directive = _Directive(name, _ascii_lower(name), raw_value, where)
+    directive = _Directive(name, ascii_lower(name), raw_value, where)
     if not raw_value:
         raise directive.error("'=' is followed by an empty value")
     if raw_value.startswith('"'):
@@ -640,8 +528,8 @@ def _chromium_report_uri(directive: _Directive, result: _Result) -> None:
     # GURL trims leading and trailing C0 controls and spaces before parsing. The URI is kept
     # as sent otherwise; GURL would also canonicalise it ("https://foo.test" becomes
     # "https://foo.test/"), which does not change where a report goes.
-    uri = (directive.value or "").strip(_C0_AND_SPACE)
-    problem = _gurl_problem(uri)
+    uri = (directive.value or "").strip(C0_AND_SPACE)
+    problem = gurl_problem(uri)
     if problem is not None:
         raise directive.error(f"{directive.value or ''!r} is not a valid URL: {problem}")
     result.report_uri = uri
@@ -652,55 +540,3 @@ _CHROMIUM_DIRECTIVES: dict[str, Callable[[_Directive, _Result], None]] = {
     "enforce": _chromium_enforce,
     "report-uri": _chromium_report_uri,
 }
-
-_C0_AND_SPACE = "".join(chr(code) for code in range(0x21))
-# Schemes GURL parses with an authority ("standard" schemes); they need a host.
-_GURL_HOST_SCHEMES = frozenset({"http", "https", "ws", "wss", "ftp"})
-# WHATWG URL "forbidden domain code points", which GURL refuses in a host.
-_FORBIDDEN_HOST_CHARS = frozenset(_C0_AND_SPACE + "#/:<>?@[\\]^|%\x7f")
-
-
-def _gurl_problem(uri: str) -> str | None:
-    """Why GURL would find ``uri`` invalid, approximately; None if it would accept it.
-
-    GURL needs a scheme and something after it; for schemes with an authority it needs a
-    usable host (and port). It is lenient about the rest: "https:foo.test", fragments, spaces
-    in the path, bad percent-encodings and non-ASCII hosts are all valid to it.
-    """
-    match = _SCHEME.match(uri)
-    if match is None or uri[match.end() : match.end() + 1] != ":":
-        return "it has no scheme"
-    scheme = _ascii_lower(match.group())
-    rest = uri[match.end() + 1 :]
-    if not rest:
-        return "there is nothing after the scheme"
-    if scheme not in _GURL_HOST_SCHEMES:
-        return None
-    authority = re.split(r"[/\\?#]", rest.lstrip("/\\"), maxsplit=1)[0]
-    host_port = authority.rpartition("@")[2]
-    if host_port.startswith("["):
-        literal, bracket, port = host_port[1:].partition("]")
-        if not bracket or not _is_ipv6(literal):
-            # GURL takes any character here: quote it, a message must stay one printable line.
-            return f"invalid IPv6 host {_printable(f'[{literal}]')}"
-        if port and not port.startswith(":"):
-            return f"unexpected {port!r} after the IPv6 host"
-        port = port[1:]
-    else:
-        host, _, port = host_port.partition(":")
-        if not host:
-            return "it has no host"
-        bad = next((c for c in host if c in _FORBIDDEN_HOST_CHARS), None)
-        if bad is not None:
-            return f"{_show(bad)} is not allowed in a host"
-    if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):
-        return f"invalid port {port!r}"
-    return None
-
-
-def _is_ipv6(literal: str) -> bool:
-    try:
-        ipaddress.IPv6Address(literal)
-    except ValueError:
-        return False
-    return "%" not in literal
