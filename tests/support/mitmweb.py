@@ -18,7 +18,6 @@ import contextlib
 import json
 import re
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -27,12 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from typing import ClassVar
 
 from support import pki
 from support.origins import http_response
 from support.origins import openssl_origin
 from support.proxy import BIN
-from support.proxy import STARTUP_DEADLINE
 from support.proxy import Mitmdump
 from support.world import World
 
@@ -55,6 +54,7 @@ def free_port() -> int:
 
 @dataclass
 class Mitmweb(Mitmdump):
+    program: ClassVar[str] = "mitmweb"
     web_port: int = 0
     web_url: str = ""  # the UI's address as mitmweb printed it (with ?token= on 12)
     token: str | None = None
@@ -77,31 +77,19 @@ class Mitmweb(Mitmdump):
     def start(self) -> Mitmweb:
         if self.built_in:
             self.tool = "mitmweb"
-        out = open(self.output, "wb")
-        self.process = subprocess.Popen(
-            self.command(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=self.env,
-        )
-        out.close()
-        deadline = time.monotonic() + STARTUP_DEADLINE
-        while time.monotonic() < deadline:
-            text = self.output.read_text(errors="replace")
-            proxy = re.search(r"proxy listening at \S*:(\d+)", text)
-            web = re.search(r"Web server listening at (http://\S+)", text)
-            if proxy and web:
-                self.port = int(proxy.group(1))
-                self.web_url = web.group(1)
-                query = urllib.parse.urlsplit(self.web_url).query
-                self.token = urllib.parse.parse_qs(query).get("token", [None])[0]
-                return self
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mitmweb exited with {self.process.returncode}:\n{text}")
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"mitmweb did not start:\n{self.log_text()}")
+        super().start()
+        return self
+
+    def started(self, output: str) -> bool:
+        proxy = re.search(r"proxy listening at \S*:(\d+)", output)
+        web = re.search(r"Web server listening at (http://\S+)", output)
+        if not (proxy and web):
+            return False
+        self.port = int(proxy.group(1))
+        self.web_url = web.group(1)
+        query = urllib.parse.urlsplit(self.web_url).query
+        self.token = urllib.parse.parse_qs(query).get("token", [None])[0]
+        return True
 
     def __enter__(self) -> Mitmweb:
         return self.start()

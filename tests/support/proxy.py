@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import Any
+from typing import ClassVar
 
 import support
 
@@ -55,6 +56,7 @@ class Mitmdump:
     # `python -m expect_ct mitmdump ...` (the addon built in) instead of `mitmdump -s SCRIPT`.
     built_in: bool = False
     tool: str = "mitmdump"  # with built_in: "mitmweb" also works
+    program: ClassVar[str] = "mitmdump"  # for messages
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -108,14 +110,20 @@ class Mitmdump:
         deadline = time.monotonic() + STARTUP_DEADLINE
         while time.monotonic() < deadline:
             text = self.output.read_text(errors="replace")
-            if m := re.search(r"listening at [^\s]*:(\d+)", text):
-                self.port = int(m.group(1))
+            if self.started(text):
                 return self
             if self.process.poll() is not None:
-                raise RuntimeError(f"mitmdump exited with {self.process.returncode}:\n{text}")
+                raise RuntimeError(f"{self.program} exited with {self.process.returncode}:\n{text}")
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"mitmdump did not start listening:\n{self.log_text()}")
+        raise RuntimeError(f"{self.program} did not start listening:\n{self.log_text()}")
+
+    def started(self, output: str) -> bool:
+        """Whether ``output`` (so far) says the proxy listens; reads its port from it."""
+        if m := re.search(r"listening at [^\s]*:(\d+)", output):
+            self.port = int(m.group(1))
+            return True
+        return False
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.process is None:
