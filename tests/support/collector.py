@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from support import pki
+from support import serving
 
 COLLECTOR_HOSTS = ("localhost", "127.0.0.1", "collector.test")
 # What a collector should receive: RFC 9163 section 3.1, every key of a report (scheme is
@@ -188,16 +189,8 @@ def https_collector(files: CollectorPKI, **answers: Any) -> Iterator[Collector]:
     collector = Collector(**answers)
     server = _TLSServer(collector, context)
     collector.port = server.server_address[1]
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
+    with serving(server):
         yield collector
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 class SilentServer:

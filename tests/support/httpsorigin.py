@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.server
 import ssl
-import threading
 from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -16,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+
+from support import serving
 
 Headers = Sequence[tuple[str, str]]
 
@@ -83,16 +84,8 @@ def _serve(
 ) -> Iterator[Origin]:
     server = _Server(origin, context, ("127.0.0.1", 0), _handler(origin, routes))
     origin.port = server.server_address[1]
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
+    with serving(server):
         yield origin
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @contextmanager
