@@ -2,16 +2,16 @@
 the engine (expect_ct.engine) and the decisions (expect_ct.decisions) the addon uses:
 
 * no command: print the path of the mitmproxy script (script.py);
-* ``mitmdump`` / ``mitmweb``: run the tool with the addon built in (launch.py);
+* ``mitmdump`` / ``mitmweb`` / ``mitmproxy``: run the tool with the addon built in (launch.py);
 * ``hosts`` / ``forget``: the Known Expect-CT Hosts store (hosts.py, forget.py);
 * ``check``: offline CT analysis of saved flows (check.py);
 * ``inspect``: CT analysis of certificate files, without a connection (inspect.py);
-* ``update-log-list``: fetch, validate and atomically install a CT log list.
+* ``update-log-list``: fetch, validate and atomically install a CT log list (update_log_list.py).
 
 Exit codes of ``check`` and ``inspect``: 0 when everything evaluated is compliant or exempt,
 1 when a publicly trusted chain is not CT-compliant, 2 on unusable input.
-``update-log-list``: 0 installed, 1 could not fetch or refused the list (the old file is kept),
-2 usage errors. Only ``check`` and the launched tools import mitmproxy, and only when they run.
+``update-log-list``: 0 installed or unchanged, 1 could not fetch or refused the list (the old
+file is kept), 2 usage errors. ``forget``: 0 removed, 1 the host was not known. Only ``check`` and the launched tools import mitmproxy, and only when they run.
 """
 
 from __future__ import annotations

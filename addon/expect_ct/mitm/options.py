@@ -48,7 +48,7 @@ def add_options(loader: Any) -> None:
         "expect_ct_policy",
         str,
         "chrome",
-        "CT policy connections are judged by: chrome or apple.",
+        "CT policy connections are judged by: chrome (Chrome 148+), chrome-pre148 or apple.",
         choices=policymod.POLICIES,
     )
     loader.add_option(
@@ -86,8 +86,8 @@ def add_options(loader: Any) -> None:
         "expect_ct_store",
         str | None,  # type: ignore[arg-type]
         None,
-        f"Known Expect-CT Hosts database (SQLite). Default: <confdir>/{STORE_FILENAME}. "
-        "':memory:' keeps nothing across restarts.",
+        f"Known Expect-CT Hosts database: a SQLite file (default: <confdir>/{STORE_FILENAME}), "
+        "':memory:' (keeps nothing across restarts), or a postgresql:// URL shared by a fleet.",
     )
     loader.add_option(
         "expect_ct_max_age_cap",
