@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import certifi
 
+from expect_ct.listeners import is_local_address
+
 # Apple's current list is about 100 kB and Google's all_logs_list about 200 kB.
 MAX_LOG_LIST_BYTES = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
@@ -72,19 +74,6 @@ def tls_context(options: FetchOptions) -> ssl.SSLContext:
     return context
 
 
-def _is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether ``ip`` belongs to this machine: only a local address can be bound."""
-    if ip.is_loopback or ip.is_unspecified:
-        return True
-    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((str(ip), 0))
-    except OSError:
-        return False
-    return True
-
-
 def _resolve(host: str, port: int) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
@@ -102,7 +91,7 @@ def points_at_self(host: str, port: int, own_addresses: Iterable[tuple[str, int]
         if targets is None:
             targets = _resolve(host, port)
         if listen_host in ("", "0.0.0.0", "::", "*"):
-            if any(_is_local(ip) for ip in targets):
+            if any(is_local_address(ip) for ip in targets):
                 return True
         elif targets & _resolve(listen_host, listen_port):
             return True
