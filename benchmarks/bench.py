@@ -62,6 +62,7 @@ from expect_ct import loglist as loglistmod  # noqa: E402
 from expect_ct import policy as policymod  # noqa: E402
 from expect_ct import store as storemod  # noqa: E402
 from support import pki  # noqa: E402
+from support import stop_process  # noqa: E402
 
 BIN = Path(sys.executable).parent
 UTC = datetime.UTC
@@ -158,12 +159,7 @@ class Proc:
         raise RuntimeError(f"timeout waiting for {needle!r} in {self.log}")
 
     def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
+        stop_process(self.p)
         self.out.close()
 
 

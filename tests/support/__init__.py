@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import socketserver
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,3 +27,19 @@ def serving(server: socketserver.BaseServer) -> Iterator[None]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 15.0
+) -> int:
+    """Send ``sig`` to a process that still runs, wait ``timeout`` seconds, then kill it.
+
+    Returns its exit status."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    return process.returncode

@@ -32,6 +32,8 @@ from wsproto.events import RejectConnection
 from wsproto.events import Request
 from wsproto.events import TextMessage
 
+from support import stop_process
+
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -191,11 +193,6 @@ class Chromium:
         return Page(tab["webSocketDebuggerUrl"])
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None

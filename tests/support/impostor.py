@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 from typing import cast
 
+from support import stop_process
+
 RAW_QUIC_ALPN = "expect-ct-test"
 H3_ALPN = "h3"
 
@@ -298,12 +300,7 @@ def dtls_impostor(tmp_path: Path, chain_pem: Path, key_pem: Path) -> Iterator[Dt
             time.sleep(0.02)
         yield DtlsImpostor(port, msg_log, stdout)
     finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=5)
 
 
 # ------------------------------------------------------------------------------- clients

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from support import pki
+from support import stop_process
 
 STARTUP_TIMEOUT = 5.0
 POLL_INTERVAL = 0.01
@@ -237,12 +238,7 @@ def observed_openssl_origin(
     try:
         yield Origin(port, msg_log, err_log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=5)
 
 
 @contextlib.contextmanager

@@ -128,14 +128,7 @@ class Mitmdump:
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        code = self.process.returncode
+        code = support.stop_process(self.process, sig=sig)
         self.process = None
         return code
 
