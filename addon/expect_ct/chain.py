@@ -26,7 +26,6 @@ turned into an empty, exempt chain.
 from __future__ import annotations
 
 import bisect
-import collections
 import datetime
 import enum
 import hashlib
@@ -44,6 +43,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification
+
+from expect_ct.cache import BoundedMap
 
 logger = logging.getLogger(__name__)
 
@@ -304,17 +305,14 @@ class ChainClassifier:
         self._private_anchors = _anchor_ids(private_roots)
         roots = list(public_roots) + list(private_roots)
         self._root_not_before, self._root_not_after = _validity_bounds(roots)
-        self._cache: collections.OrderedDict[tuple[object, ...], ChainResult] = (
-            collections.OrderedDict()
-        )
-        self._cache_size = cache_size
+        self._cache: BoundedMap[tuple[object, ...], ChainResult] = BoundedMap(cache_size)
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
 
     def cache_info(self) -> CacheInfo:
         with self._lock:
-            return CacheInfo(self._hits, self._misses, len(self._cache), self._cache_size)
+            return CacheInfo(self._hits, self._misses, len(self._cache), self._cache.maxsize)
 
     def classify(
         self,
@@ -345,7 +343,6 @@ class ChainClassifier:
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
-                self._cache.move_to_end(key)
                 self._hits += 1
                 return cached
             self._misses += 1
@@ -353,10 +350,7 @@ class ChainClassifier:
         if verified and chain and result.kind is not ChainKind.PUBLIC:
             result = self._no_stricter_than_tls(result, chain[0], verified)
         with self._lock:
-            self._cache[key] = result
-            self._cache.move_to_end(key)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._cache.put(key, result)
         return result
 
     def classify_served(
