@@ -43,6 +43,7 @@ from expect_ct.loglist_fetch import FetchOptions
 from expect_ct.loglist_fetch import SourceError
 from expect_ct.loglist_fetch import fetch_url
 from expect_ct.loglist_fetch import read_file
+from expect_ct.records import rfc3339
 
 UTC = datetime.UTC
 APPLE_LOG_LIST_URL = "https://valid.apple.com/ct/log_list/current_log_list.json"
@@ -488,7 +489,7 @@ class Attempt:
 
 def iso(moment: datetime.datetime | None) -> str | None:
     """RFC 3339 UTC with whole seconds, as every event's time fields use; None stays None."""
-    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else rfc3339(moment)
 
 
 def attempt(
