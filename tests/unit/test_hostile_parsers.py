@@ -8,7 +8,7 @@ and the policy evaluation hostile certificates and huge SCT lists (an explicit s
 reason, never an exception, in work linear in the input). What reaches a log line or a flow
 comment must be one printable line.
 
-The existing property tests in test_header.py, test_sct.py, test_tls.py, test_policy.py and
+The existing property tests in test_header.py, test_sct.py, ../inprocess/test_tls.py, test_policy.py and
 test_preload.py cover arbitrary text and single-byte corruptions; these extend them to raw
 bytes as mitmproxy decodes them, structured mutations, JSON documents and size limits.
 """
