@@ -26,7 +26,8 @@ and is invalid here, so a caller that wants that behaviour must test for it firs
 Both dialects refuse CR, LF and NUL, which no HTTP field value can contain (RFC 9110 section 5.5)
 and which therefore never reached Chromium's parser either.
 
-Pure: no mitmproxy import.
+The report-uri checks of both dialects and the message-text helpers are in
+``expect_ct.header_uri``. Pure: no mitmproxy import.
 """
 
 from __future__ import annotations
