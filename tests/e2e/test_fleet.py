@@ -254,13 +254,15 @@ def test_postgresql_restart_while_the_proxies_run(fleet: Fleet) -> None:
 # -------------------------------------------------------------- start-up ordering and errors
 
 
+@pytest.mark.parametrize("loading", ["script", "built-in"])
 def test_a_proxy_listens_only_with_its_replica_loaded(
-    world: World, postgres_server: PostgresServer, tmp_path: Path, fleet: Fleet
+    world: World, postgres_server: PostgresServer, tmp_path: Path, fleet: Fleet, loading: str
 ) -> None:
     url = postgres_server.new_database()
     with contextlib.closing(storemod.open_store(url)) as store:
         store.observe("preseeded.fleet.test", max_age=86400, enforce=True, report_uri=None)
     proxy = proxy_for(world, tmp_path, url, fleet.trust, fleet.compliant, fleet.non_compliant)
+    proxy.built_in = loading == "built-in"
     with proxy:
         # The very first connection, as soon as the proxy listens: refused, never fail open.
         assert status(proxy, "https://preseeded.fleet.test/") == 502
