@@ -18,7 +18,10 @@ from expect_ct.mitm.headers import pending_why
 from expect_ct.mitm.knownhosts import KnownHosts
 from expect_ct.mitm.reporting import Reporting
 from expect_ct.mitm.reporting import claim_key
+from support.inprocess import load_addon
+from support.postgres import PASSWORD
 from support.postgres import PostgresServer
+from support.world import World
 
 NOW = datetime.datetime.now(datetime.UTC)
 URI = "https://collector.example/report"
@@ -110,3 +113,28 @@ def test_a_note_while_postgresql_is_down_is_pending_then_committed(
             assert fresh.get("q.example") is not None
     finally:
         known_hosts.close()
+
+
+def test_the_addon_switches_to_postgresql_and_forgets_while_it_is_away(
+    world: World, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    url = postgres_server.new_database()
+    with load_addon(world, tmp_path) as loaded:
+        loaded.tctx.configure(loaded.addon, expect_ct_store=url)
+        store = loaded.addon.store
+        assert store is not None and store.location.startswith("postgresql://")
+        assert PASSWORD not in store.location
+        store.observe("gone.example", max_age=600, enforce=True, report_uri=None)
+        execute = loaded.tctx.master.commands.execute
+        postgres_server.stop("fast")
+        try:
+            result = execute("expectct.forget gone.example")
+            assert result == {"host": "gone.example", "forgotten": True, "pending": True}
+            assert store.get("gone.example") is None  # no longer enforced here
+        finally:
+            postgres_server.start()
+        deadline = time.monotonic() + 60
+        while store.pending_writes and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with storemod.open_store(url) as fresh:
+            assert fresh.get("gone.example") is None
