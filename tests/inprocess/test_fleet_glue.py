@@ -16,6 +16,7 @@ from expect_ct import store as storemod
 from expect_ct.mitm.faults import Faults
 from expect_ct.mitm.headers import pending_why
 from expect_ct.mitm.knownhosts import KnownHosts
+from expect_ct.mitm.knownhosts import file_identity
 from expect_ct.mitm.reporting import Reporting
 from expect_ct.mitm.reporting import claim_key
 from support.inprocess import load_addon
@@ -138,3 +139,16 @@ def test_the_addon_switches_to_postgresql_and_forgets_while_it_is_away(
             time.sleep(0.1)
         with storemod.open_store(url) as fresh:
             assert fresh.get("gone.example") is None
+
+
+def test_a_database_url_is_never_checked_as_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Even with a file of that name in the working directory (issue 19: such files were made).
+    monkeypatch.chdir(tmp_path)
+    url = "postgresql://proxy@db.example:5432/ct"
+    (tmp_path / "postgresql:").mkdir()
+    (tmp_path / "postgresql:" / "proxy@db.example:5432").mkdir()
+    (tmp_path / "postgresql:" / "proxy@db.example:5432" / "ct").write_text("")
+    assert file_identity(url) is None
+    assert file_identity(str(tmp_path / "postgresql:" / "proxy@db.example:5432" / "ct")) is not None
