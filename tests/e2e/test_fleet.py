@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+import support
 from expect_ct import store as storemod
 from support import pki
 from support.collector import Collector
@@ -315,3 +316,20 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         env=env,
         check=False,
     )
+
+
+def test_a_small_load_over_three_proxies_one_killed(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """benchmarks/load.py --fleet --kill-one at a small size: no unexpected error, every
+    acknowledged note in PostgreSQL, also those of the proxy killed halfway."""
+    sys.path.insert(0, str(support.REPO / "benchmarks"))
+    import load
+
+    url = postgres_server.new_database()
+    result = load.run(clients=20, seconds=6, kill_one=True, workdir=tmp_path, postgres=url)
+    assert result.problems == []
+    assert result.proxies == 3
+    assert set(result.acknowledged.values()) == {"proxy-a", "proxy-b", "proxy-c"}
+    assert result.entries_checked == len(result.acknowledged)
+    assert result.outcomes["blocked by the addon (502)"] > 0
