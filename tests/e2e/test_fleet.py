@@ -192,6 +192,7 @@ def test_sigkill_after_an_acknowledged_note_loses_nothing(
         doomed.stop(signal.SIGKILL)
     known = fleet.stored("killed.fleet.test")
     assert known is not None and known.enforce
+    time.sleep(REPLICA_DELAY)
     assert status(fleet.b, "https://killed.fleet.test/") == 502
 
 
