@@ -1,6 +1,7 @@
 """Load and concurrency: many clients through mitmdump with the addon, then the store checked.
 
     python benchmarks/load.py [--clients 200] [--seconds 60] [--two-proxies [--kill-one]]
+    python benchmarks/load.py --fleet [--postgres URL] [--kill-one]
 
 Everything runs on 127.0.0.1. Two HTTPS origins (benchmarks/servers.py) answer every request
 with ``Expect-CT: max-age=86400, enforce``: one with a CT-compliant certificate for every
@@ -30,6 +31,11 @@ Checked (a violation makes the exit status 1 and is listed under "problems"):
 them; ``--kill-one`` SIGKILLs the second one halfway through. Its clients then move to the
 survivor; requests in flight at the kill are not errors. The store is opened and checked
 while the survivor still runs, and again after it stopped.
+
+``--fleet`` runs three mitmdump processes on one PostgreSQL database (issue 19): the one
+``--postgres URL`` names (an empty database), or a throw-away server started like the tests'
+(``tests/support/postgres.py``). The same checks apply, except SQLite's integrity check;
+``--kill-one`` kills the third proxy.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import signal
 import ssl
 import subprocess
@@ -56,6 +63,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "addon")]
 
+from expect_ct import store as storemod  # noqa: E402
 from expect_ct.store import KnownHostStore  # noqa: E402
 from support import pki  # noqa: E402
 from support.proxy import Mitmdump  # noqa: E402
@@ -190,12 +198,14 @@ def start_origin(chain: Path, key: Path, log: Path) -> tuple[subprocess.Popen[by
     return process, int(line)
 
 
-def start_proxy(name: str, work: Path, files: dict[str, Path], resolver: Path) -> Proxy:
+def start_proxy(
+    name: str, work: Path, files: dict[str, Path], resolver: Path, store: str | None = None
+) -> Proxy:
     options = {
         "ssl_verify_upstream_trusted_ca": str(files["roots"]),
         "expect_ct_public_roots": str(files["roots"]),
         "expect_ct_log_list": str(files["log_list"]),
-        "expect_ct_store": str(work / "store.sqlite3"),
+        "expect_ct_store": store or str(work / "store.sqlite3"),
         "expect_ct_preload": str(files["preload"]),
         "expect_ct_log": str(work / f"events-{name}.jsonl"),
         "flow_detail": 0,
@@ -335,13 +345,23 @@ async def drive(
 # ----------------------------------------------------------------------------- checks
 
 
-def check_store(path: Path, result: LoadResult, when: str) -> None:
+def check_store(path: Path | str, result: LoadResult, when: str) -> None:
+    if isinstance(path, str) and storemod.is_postgres_spec(path):
+        with storemod.open_store(path) as shared:
+            result.integrity.append(f"{when}: n/a (PostgreSQL)")
+            missing = [host for host in result.acknowledged if shared.get(host) is None]
+        _check_missing(missing, result, when)
+        return
     with KnownHostStore(path) as store:
         verdict = store.integrity_check()
         result.integrity.append(f"{when}: {verdict}")
         if verdict != "ok":
             result.problems.append(f"integrity_check {when}: {verdict}")
         missing = [host for host in result.acknowledged if store.get(host) is None]
+    _check_missing(missing, result, when)
+
+
+def _check_missing(missing: list[str], result: LoadResult, when: str) -> None:
     result.entries_checked = len(result.acknowledged)
     if missing:
         result.entries_missing = missing
@@ -382,15 +402,20 @@ def run(
     rss_bound: float = 40.0,
     fresh_share: float = FRESH_SHARE,
     workdir: Path | None = None,
+    postgres: str | None = None,
 ) -> LoadResult:
-    """Run the load; the result lists every violated expectation in ``problems``."""
-    if kill_one and not two_proxies:
-        raise ValueError("kill_one needs two_proxies")
+    """Run the load; the result lists every violated expectation in ``problems``.
+
+    ``postgres``: a PostgreSQL store URL; three proxies (a fleet) share it."""
+    if kill_one and not (two_proxies or postgres):
+        raise ValueError("kill_one needs two_proxies or a fleet")
     with tempfile.TemporaryDirectory(prefix="expect-ct-load-") as scratch:
         work = workdir or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         files = make_world(work)
-        result = LoadResult(clients, seconds, 2 if two_proxies else 1, kill_one)
+        count = 3 if postgres else 2 if two_proxies else 1
+        result = LoadResult(clients, seconds, count, kill_one)
+        store: Path | str = postgres or work / "store.sqlite3"
         origins = []
         proxies: list[Proxy] = []
         try:
@@ -402,22 +427,21 @@ def run(
             resolver.write_text(
                 RESOLVER.format(suffixes={".ok.load.test": ok_port, ".bad.load.test": bad_port})
             )
-            proxies.append(start_proxy("proxy-a", work, files, resolver))
-            if two_proxies:
-                proxies.append(start_proxy("proxy-b", work, files, resolver))
+            for name in ("proxy-a", "proxy-b", "proxy-c")[:count]:
+                proxies.append(start_proxy(name, work, files, resolver, postgres))
             ca = work / "confdir" / "mitmproxy-ca-cert.pem"
             asyncio.run(drive(proxies, clients, seconds, ca, result, kill_one, fresh_share))
             check_rss(proxies, seconds, rss_bound, result)
             if kill_one:
                 # The survivor still has the file open: a reader must see a sound store.
-                check_store(work / "store.sqlite3", result, "after SIGKILL, survivor running")
+                check_store(store, result, "after SIGKILL, survivor running")
         finally:
             for proxy in proxies:
                 proxy.mitmdump.stop()
             for origin in origins:
                 origin.kill()
                 origin.wait()
-        check_store(work / "store.sqlite3", result, "after every proxy stopped")
+        check_store(store, result, "after every proxy stopped")
         for proxy in proxies:
             # Our own errors; mitmproxy's shutdown may print asyncio noise of its own.
             text = proxy.mitmdump.log_text()
@@ -434,7 +458,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--two-proxies", action="store_true")
-    parser.add_argument("--kill-one", action="store_true", help="SIGKILL the second proxy")
+    parser.add_argument("--kill-one", action="store_true", help="SIGKILL the last proxy")
+    parser.add_argument(
+        "--fleet", action="store_true", help="three proxies on one PostgreSQL database"
+    )
+    parser.add_argument(
+        "--postgres", help="with --fleet: an empty database's URL (default: a throw-away server)"
+    )
     parser.add_argument("--rss-bound", type=float, default=40.0, help="MiB allowed after warm-up")
     parser.add_argument(
         "--fresh-share",
@@ -443,14 +473,27 @@ def main() -> None:
         help="share of compliant requests that go to a never-seen host name",
     )
     args = parser.parse_args()
-    result = run(
-        clients=args.clients,
-        seconds=args.seconds,
-        two_proxies=args.two_proxies or args.kill_one,
-        kill_one=args.kill_one,
-        rss_bound=args.rss_bound,
-        fresh_share=args.fresh_share,
-    )
+    server = None
+    postgres = args.postgres
+    if args.fleet and postgres is None:
+        from support.postgres import start_server
+
+        server = start_server()
+        postgres = server.new_database()
+    try:
+        result = run(
+            clients=args.clients,
+            seconds=args.seconds,
+            two_proxies=(args.two_proxies or args.kill_one) and not args.fleet,
+            kill_one=args.kill_one,
+            rss_bound=args.rss_bound,
+            fresh_share=args.fresh_share,
+            postgres=postgres if args.fleet else None,
+        )
+    finally:
+        if server is not None:
+            server.stop("immediate")
+            shutil.rmtree(server.directory, ignore_errors=True)
     report = result.as_json()
     print(json.dumps({k: v for k, v in report.items() if k != "rss"}, indent=2))
     for name, samples in result.rss.items():

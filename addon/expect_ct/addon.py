@@ -62,7 +62,7 @@ class ExpectCT:
         self.capture = tlsmod.HandshakeCapture()
         self.faults = Faults()
         self.known_hosts = KnownHosts(self.faults)
-        self.reporting = Reporting(self.faults)
+        self.reporting = Reporting(self.faults, claim=self.known_hosts.claim_report)
         self.connections = Connections()
         self.annotator = Annotator()
         self.headers = HeaderHandling(

@@ -14,13 +14,17 @@ from expect_ct.cli.common import DEFAULT_CONFDIR
 from expect_ct.cli.common import STORE_FILENAME
 
 STORE_HELP = (
-    f"Known Expect-CT Hosts database (default: {DEFAULT_CONFDIR}/{STORE_FILENAME}, "
-    "the addon's default with mitmproxy's default confdir)"
+    f"Known Expect-CT Hosts database: an SQLite file (default: {DEFAULT_CONFDIR}/"
+    f"{STORE_FILENAME}, the addon's default with mitmproxy's default confdir) or the fleet's "
+    "PostgreSQL database (postgresql://USER@HOST:PORT/DB, as in expect_ct_store)"
 )
 
 
-def open_store(path: str | None) -> storemod.KnownHostStore:
-    """An existing store (never a new, empty file)."""
+def open_store(path: str | None) -> storemod.HostStore:
+    """An existing store (never a new, empty file); a PostgreSQL database is opened as the
+    proxies open it (schema created if missing, so the CLI can prepare a fleet's database)."""
+    if path and storemod.is_postgres_spec(path):
+        return storemod.open_store(path)
     path = path or os.path.join(os.path.expanduser(DEFAULT_CONFDIR), STORE_FILENAME)
     if path != ":memory:" and not os.path.exists(path):
         raise storemod.StoreError(
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                 uri = f"  report-uri {host.report_uri}" if host.report_uri else ""
                 print(f"{host.host}  {mode}  expires {record['expires']}{uri}")
         if not args.json:
-            print(f"{count} Known Expect-CT Hosts in {store.path}", file=sys.stderr)
+            print(f"{count} Known Expect-CT Hosts in {store.location}", file=sys.stderr)
     finally:
         store.close()
     return 0

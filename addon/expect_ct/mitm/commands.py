@@ -87,9 +87,19 @@ class Commands:
     @command.command("expectct.forget")
     def forget(self, host: str) -> JSON:  # type: ignore[valid-type]
         """Remove a host from the Known Expect-CT Hosts."""
+        store = self._store()
+        known = False
         try:
-            removed = self._store().forget(host)
+            known = store.get(host) is not None
+            removed = store.forget(host)
         except ValueError as e:
+            raise exceptions.CommandError(str(e)) from e
+        except storemod.StoreUnavailable as e:
+            # A fleet's database is away: forgotten by this proxy now, queued for the others.
+            self.core.headers.forget()
+            logging.log(ALERT, f"{host}: forgotten on this proxy; {e}")
+            return {"host": host, "forgotten": known, "pending": True}  # type: ignore[return-value]
+        except storemod.StoreError as e:
             raise exceptions.CommandError(str(e)) from e
         self.core.headers.forget()
         logging.log(
@@ -102,7 +112,13 @@ class Commands:
         """Remove every Known Expect-CT Host."""
         store = self._store()
         self.core.headers.forget()
-        removed = store.clear()
+        try:
+            removed = store.clear()
+        except storemod.StoreUnavailable as e:
+            logging.log(ALERT, f"Removed every Known Expect-CT Host on this proxy; {e}")
+            return {"removed": None, "pending": True}  # type: ignore[return-value]
+        except storemod.StoreError as e:
+            raise exceptions.CommandError(str(e)) from e
         logging.log(ALERT, f"Removed {removed} Known Expect-CT Hosts.")
         return {"removed": removed}  # type: ignore[return-value]
 

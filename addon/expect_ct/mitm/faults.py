@@ -121,6 +121,8 @@ class Faults:
                 ("repeats not logged", "repeated_lines"),
                 ("store read errors", "store_read_errors"),
                 ("store write errors", "store_write_errors"),
+                ("notes queued (store unreachable)", "store_pending"),
+                ("reports sent by another proxy", "reports_fleet_suppressed"),
                 ("internal errors", "internal_errors"),
             )
             if stats[key]

@@ -53,6 +53,15 @@ def _authority_host(authority: str) -> str:
     return url.parse_authority(authority, check=False)[0]
 
 
+def pending_why(error: storemod.StoreUnavailable) -> str:
+    """The ``why`` of a header whose store write is queued while the database is away."""
+    would = f" (would be {error.action})" if error.action and error.action != "ignored" else ""
+    return (
+        f"pending{would}: the Known Expect-CT Hosts database cannot be reached; the change "
+        "is enforced by this proxy now and written to the database when it is back"
+    )
+
+
 class HeaderHandling:
     def __init__(
         self,
@@ -166,6 +175,10 @@ class HeaderHandling:
             )
         except ValueError as e:
             return decisions.HeaderEffect(decisions.IGNORED, f"the host name cannot be noted: {e}")
+        except storemod.StoreUnavailable as e:
+            # Not "noted": a note counts only once durable (issue 19). The replica enforces it
+            # here already, and the store commits the queued write when the database is back.
+            return decisions.HeaderEffect(decisions.IGNORED, pending_why(e))
         except storemod.StoreError as e:
             return decisions.HeaderEffect(
                 decisions.IGNORED, f"store write failed: {e.__cause__ or e}"

@@ -1,5 +1,11 @@
 """The Known Expect-CT Hosts store as the addon uses it: opened from the options (with the
-preload applied), reopened when its file is replaced, and its faults logged once."""
+preload applied), reopened when its file is replaced, and its faults logged once.
+
+The store is an SQLite file or, for a fleet of proxies, a PostgreSQL database (``open_store``
+picks one from ``expect_ct_store``). ``open_store`` returns only once a PostgreSQL store's
+schema is ready and its replica is loaded; it runs in ``configure``, which mitmproxy finishes
+before its proxy server starts listening, so no connection is ever judged by an empty
+replica (fail open)."""
 
 from __future__ import annotations
 
@@ -20,8 +26,9 @@ logger = logging.getLogger("expect_ct")
 
 
 def file_identity(path: str) -> tuple[int, int] | None:
-    """(device, inode) of a file, None if it does not exist (or is ":memory:")."""
-    if path == ":memory:":
+    """(device, inode) of a file, None if it does not exist (or is ":memory:" or a database
+    server)."""
+    if path == ":memory:" or storemod.is_postgres_spec(path):
         return None
     try:
         st = os.stat(path)
@@ -123,7 +130,10 @@ class KnownHosts:
     def observe(self, host: str, *, max_age: int, enforce: bool, report_uri: str | None) -> str:
         """Apply a header that passed decisions.header_gate; returns the store's action.
 
-        ValueError: the host name cannot be noted. StoreError: logged once, then re-raised.
+        ValueError: the host name cannot be noted. StoreUnavailable: the shared database cannot
+        be reached; the note is in this proxy's replica (enforced here) and queued, not yet
+        durable (the store itself logs one warning per outage). Other StoreError: logged once,
+        then re-raised.
         """
         assert self.store is not None
         self._reopen_if_replaced(host)
@@ -131,12 +141,33 @@ class KnownHosts:
             action, _entry = self.store.observe(
                 host, max_age=max_age, enforce=enforce, report_uri=report_uri
             )
+        except storemod.StoreUnavailable:
+            self.faults.stats["store_pending"] += 1
+            raise
         except storemod.StoreError as e:
             # The flow is still served; the header is simply not noted (logged once).
             self.faults.store_failed("write", e, self.path)
             raise
         self.faults.store_write_ok(self.path)
         return action
+
+    def claim_report(self, key: str, window_s: int) -> bool:
+        """True when this proxy should send the report ``key`` names: no proxy sharing the
+        store (a fleet on one PostgreSQL database, or proxies sharing one SQLite file) claimed
+        it in the last ``window_s`` seconds. Without a store, or when the store cannot answer,
+        True: a possible duplicate report is better than a lost one."""
+        if self.store is None:
+            return True
+        try:
+            return self.store.claim_report(key, window_s)
+        except (storemod.StoreError, ValueError) as e:
+            self.faults.log_once(
+                ("report-claim", self.path),
+                logging.WARNING,
+                f"Expect-CT: cannot de-duplicate reports with the other proxies through "
+                f"{self.path} ({e}); reports are sent, possibly more than once.",
+            )
+            return True
 
     def _reopen_if_replaced(self, host: str) -> None:
         """SQLite keeps writing to a deleted (unlinked) file: notes would vanish at exit.

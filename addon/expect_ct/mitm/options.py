@@ -86,8 +86,9 @@ def add_options(loader: Any) -> None:
         "expect_ct_store",
         str | None,  # type: ignore[arg-type]
         None,
-        f"Known Expect-CT Hosts database: a SQLite file (default: <confdir>/{STORE_FILENAME}), "
-        "':memory:' (keeps nothing across restarts), or a postgresql:// URL shared by a fleet.",
+        f"Known Expect-CT Hosts database: an SQLite file (default: <confdir>/{STORE_FILENAME}; "
+        "':memory:' keeps nothing across restarts) or a fleet's PostgreSQL database "
+        "(postgresql://USER@HOST:PORT/DB or a libpq key/value string; needs the postgres extra).",
     )
     loader.add_option(
         "expect_ct_max_age_cap",

@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import logging
 import os
+from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,14 +32,27 @@ class ReportContext:
     test_report: bool = False
 
 
-class Reporting:
-    """Sends reports (rate-limited, on the sender's thread) and writes the event log."""
+def claim_key(host: str, port: int, report_uri: str) -> str:
+    """The fleet-wide de-duplication key: the local rate limit's key (host, port, report-uri),
+    so a fleet sharing one store sends what one proxy would send. Not the certificate: a host
+    serving several non-compliant certificates (one per proxy, behind a load balancer) is one
+    problem for its collector, reported once an hour."""
+    return f"report {host.lower()}:{port} {report_uri}"
 
-    def __init__(self, faults: Faults) -> None:
+
+class Reporting:
+    """Sends reports (rate-limited, on the sender's thread) and writes the event log.
+
+    ``claim(key, window_s)`` de-duplicates across the proxies sharing the Known Expect-CT
+    Hosts store (``KnownHosts.claim_report``): only the proxy that wins the claim sends.
+    """
+
+    def __init__(self, faults: Faults, *, claim: Callable[[str, int], bool] | None = None) -> None:
         self.faults = faults
         self.event_log: reportmod.EventLog | None = None
         self.sender: reportmod.ReportSender | None = None
         self.dedupe = reportmod.ReportDeduplicator()
+        self.claim = claim
 
     # ------------------------------------------------------------ configuration
 
@@ -139,6 +153,23 @@ class Reporting:
                 "suppressed",
                 body,
                 "a report for this host, port and report-uri was sent in the last hour",
+            )
+            return "suppressed"
+        if (
+            not test_report
+            and self.sender is not None
+            and self.claim is not None
+            and not self.claim(claim_key(host, port, report_uri), int(self.dedupe.ttl))
+        ):
+            self.faults.stats["reports_fleet_suppressed"] += 1
+            self._report_event(
+                host,
+                port,
+                report_uri,
+                "suppressed",
+                body,
+                "another proxy sharing the Known Expect-CT Hosts store sent a report for this "
+                "host, port and report-uri in the last hour",
             )
             return "suppressed"
         if self.sender is None:
