@@ -162,6 +162,7 @@ class LogLists:
     def start(self, opts: Any, own_addresses: Iterable[tuple[str, int]]) -> None:
         """Start (or restart) the refresher: never blocks; the first attempt is at once."""
         self.stop()
+        self.updater = None
         self._opts = opts
         self._own_addresses = tuple(own_addresses)
         try:
@@ -192,12 +193,12 @@ class LogLists:
             self.start(opts, self._own_addresses)
 
     def stop(self) -> None:
+        """Stop the refresher; its last outcome stays for expectct.loglist."""
         if self.updater is not None:
             self.updater.stop()
-            self.updater = None
 
     def refresh_now(self) -> bool:
-        if self.updater is None:
+        if self.updater is None or not self.updater.running:
             return False
         self.updater.refresh_now()
         return True
@@ -216,7 +217,7 @@ class LogLists:
 
     def _swap(self, log_list: LogList, metadata: ListMetadata) -> None:
         """On the event loop: make the refreshed (or re-confirmed) list the one in force."""
-        if self.updater is None or self._opts is None:
+        if self.updater is None or not self.updater.running or self._opts is None:
             return  # stopped meanwhile
         opts = self._opts
         was_stale = self.stale(opts)
