@@ -135,6 +135,8 @@ class ExpectCT:
             self._configure_log_list()
         if optionsmod.LOG_LIST_UPDATE_OPTIONS & updated:
             self.log_lists.check_update_options(opts)
+        if {"expect_ct_log_list_max_age", "expect_ct_policy"} & updated:
+            self.log_lists.limits_changed(opts)
         if optionsmod.ROOTS_OPTIONS & updated:
             self._configure_roots()
         if optionsmod.STORE_OPTIONS & updated:

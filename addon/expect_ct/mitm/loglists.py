@@ -152,6 +152,12 @@ class LogLists:
             return f"{days:g} days ({opts.expect_ct_policy} policy's limit)"
         return f"expect_ct_log_list_max_age={days:g} days"
 
+    def limits_changed(self, opts: Any) -> None:
+        """expect_ct_log_list_max_age or expect_ct_policy changed: the refresher's log lines
+        judge staleness by the new limit."""
+        if self.updater is not None:
+            self.updater.max_age_days = max_age_days(opts)
+
     def stale(self, opts: Any, now: datetime.datetime | None = None) -> bool:
         if self.current is None:
             return False
