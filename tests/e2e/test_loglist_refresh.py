@@ -249,3 +249,18 @@ def test_stale_by_content_file_with_a_fresh_mtime_is_judged_stale(
         assert "NOT blocking shop.test" in p.log_text()
         assert not p.events("blocked") and not p.events("log_list")
     assert not mirror.requests
+
+
+def test_built_in_launch_refreshes_too(
+    world: World, mirror: ListServer, impostor: Origin, tmp_path: Path
+) -> None:
+    """`python -m expect_ct mitmdump` (the addon built in, not -s) gets the same refresher."""
+    install_plain(tmp_path / "confdir", google_list(world, age_days=100, version="1.0"))
+    mirror.serve("/list.json", google_list(world, age_days=0, version="2.0"))
+    p = proxy(Mitmdump, tmp_path, options(world, mirror, tmp_path), "built-in")
+    p.built_in = True
+    p.resolve[HOST] = impostor.port
+    with p:
+        p.wait_for_event("log_list", lambda e: e["outcome"] == "updated")
+        assert p.curl(f"https://{HOST}/").status == 502
+        assert len(p.events("log_list")) == 1  # one refresher, one start-up attempt
