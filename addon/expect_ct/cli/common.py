@@ -140,10 +140,7 @@ def choose_log_list(log_list: str | None, confdir: str) -> updatemod.CurrentList
 def load_analysis(args: argparse.Namespace) -> Analysis:
     """The log list and roots chosen as the addon chooses them from its options."""
     current = choose_log_list(args.log_list, args.confdir)
-    meta = current.metadata
-    loaded = enginemod.LoadedLogList(
-        current.log_list, meta.confirmed, None if meta.source == "bundled" else meta.source
-    )
+    loaded = enginemod.loaded_from(current)
     try:
         public = enginemod.load_public_roots(args.public_roots)
     except enginemod.LoadError as e:

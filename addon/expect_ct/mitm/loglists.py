@@ -64,13 +64,6 @@ def warn_list_warnings(log_list: LogList, seen: set[str] | None = None) -> None:
         logger.warning(f"Expect-CT: log list {log_list.source}: {line}")
 
 
-def loaded_from(current: CurrentList) -> enginemod.LoadedLogList:
-    """The engine's view of a list: its age is measured from its last confirmation."""
-    meta = current.metadata
-    path = None if meta.source == "bundled" else meta.source
-    return enginemod.LoadedLogList(current.log_list, meta.confirmed, path)
-
-
 class LogLists:
     """Chooses the start list, runs the refresher and swaps refreshed lists in."""
 
@@ -120,7 +113,7 @@ class LogLists:
             logger.warning(f"Expect-CT: {choice.problem}")
         self.why = choice.why
         self.current = choice.current
-        self.loaded = loaded_from(choice.current)
+        self.loaded = enginemod.loaded_from(choice.current)
         warn_list_warnings(choice.current.log_list, self._warned)
         self._log_in_force(opts, f"using {choice.why}")
         if self.updater is not None:
@@ -229,7 +222,7 @@ class LogLists:
         was_stale = self.stale(opts)
         changed = self.current is None or self.current.log_list is not log_list
         self.current = CurrentList(log_list, metadata)
-        self.loaded = loaded_from(self.current)
+        self.loaded = enginemod.loaded_from(self.current)
         if changed:
             warn_list_warnings(log_list, self._warned)
         self._on_swap(changed)
