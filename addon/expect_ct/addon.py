@@ -48,6 +48,8 @@ from expect_ct.mitm.faults import Faults
 from expect_ct.mitm.headers import HeaderHandling
 from expect_ct.mitm.headers import expect_ct_values
 from expect_ct.mitm.knownhosts import KnownHosts
+from expect_ct.mitm.loglists import LogLists
+from expect_ct.mitm.loglists import event_address
 from expect_ct.mitm.reporting import Reporting
 
 logger = logging.getLogger("expect_ct")
@@ -75,6 +77,7 @@ class ExpectCT:
         self.classifier: chainmod.ChainClassifier | None = None
         self.engine: enginemod.Engine | None = None
         self.verdicts = cache.VerdictCache(enginemod.VERDICT_CACHE_SIZE)
+        self.log_lists = LogLists(on_swap=self._log_list_swapped, write_event=self._log_list_event)
         self._hosts_seen: set[str] = set()
         # Until one configure has succeeded, every configure sets up everything (see configure).
         self.configured = False
@@ -130,6 +133,10 @@ class ExpectCT:
         optionsmod.check_values(opts, updated)
         if optionsmod.LOG_LIST_OPTIONS & updated:
             self._configure_log_list()
+        if optionsmod.LOG_LIST_UPDATE_OPTIONS & updated:
+            self.log_lists.check_update_options(opts)
+        if {"expect_ct_log_list_max_age", "expect_ct_policy"} & updated:
+            self.log_lists.limits_changed(opts)
         if optionsmod.ROOTS_OPTIONS & updated:
             self._configure_roots()
         if optionsmod.STORE_OPTIONS & updated:
@@ -145,9 +152,23 @@ class ExpectCT:
             ):
                 self.verdicts.clear()
             self._configure_engine()
+        if self.configured and (optionsmod.LOG_LIST_UPDATE_OPTIONS | {"confdir"}) & updated:
+            self.log_lists.restart(opts)
 
     def _configure_log_list(self) -> None:
-        self.loaded_log_list = inputs.load_log_list(ctx.options)
+        self.loaded_log_list = inputs.load_log_list(ctx.options, self.log_lists)
+
+    def _log_list_swapped(self, changed: bool) -> None:
+        """A refreshed list is in force (on the event loop): new connections are judged by
+        it at once; verdicts made with the old list are dropped."""
+        self.loaded_log_list = self.log_lists.loaded
+        if changed:
+            self.verdicts.clear()
+        self._configure_engine()  # a new engine: its evaluation memo starts empty
+
+    def _log_list_event(self, fields: dict[str, Any]) -> None:
+        host, port = event_address(str(fields.get("source") or ""))
+        self.reporting.write_event("log_list", host, port, **fields)
 
     def _configure_roots(self) -> None:
         self.classifier = inputs.load_classifier(ctx.options)
@@ -186,8 +207,12 @@ class ExpectCT:
         # The proxy's listening sockets exist only now: rebuild the sender to forbid them.
         if self.reporting.sender is not None:
             self._configure_reports()
+        if self.configured:
+            # In the background: never delays start-up or a connection.
+            self.log_lists.start(ctx.options, self._proxy_addresses())
 
     def done(self) -> None:
+        self.log_lists.stop()
         self.capture.uninstall()
         if self.stats["connections"]:
             logger.info(self.summary())
@@ -204,7 +229,7 @@ class ExpectCT:
     def _log_list_stale(self) -> bool:
         if self.loaded_log_list is None:
             return False
-        return self.loaded_log_list.stale(ctx.options.expect_ct_log_list_max_age)
+        return self.log_lists.stale(ctx.options)
 
     def _evaluate(
         self,

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from expect_ct import cache
 from expect_ct import chain as chainmod
 from expect_ct import loglist as loglistmod
+from expect_ct import loglist_update
 from expect_ct import policy as policymod
 from expect_ct import records
 from expect_ct import report as reportmod
@@ -60,7 +61,8 @@ def _load_error(path: str, error: Exception) -> LoadError:
 @dataclass(frozen=True)
 class LoadedLogList:
     log_list: loglistmod.LogList
-    # The list's own timestamp; for a file without one, the file's modification time.
+    # When its source last confirmed it (loglist_update's age rules): the list's own
+    # timestamp, else the last fetch, the file's modification time or the snapshot date.
     timestamp: datetime.datetime | None
     path: str | None  # None: the list bundled with the addon
 
@@ -76,31 +78,29 @@ class LoadedLogList:
         if self.log_list.timestamp is not None:
             dated = f"dated {records.rfc3339(self.log_list.timestamp)}"
         elif self.timestamp is not None:
-            dated = f"no timestamp in the list; file modified {records.rfc3339(self.timestamp)}"
+            dated = f"no timestamp in the list; last confirmed {records.rfc3339(self.timestamp)}"
         else:
             dated = "undated"
         return f"{len(self.log_list)} CT logs from {self.log_list.source} ({dated})"
 
 
 def load_log_list(path: str | None, confdir: str) -> LoadedLogList:
-    """The log list at ``path``; without one, what ``update-log-list`` installed in
-    ``confdir``, else the Apple list bundled with the addon."""
-    if not path:
-        installed = os.path.join(os.path.expanduser(confdir), LOG_LIST_FILENAME)
-        if os.path.exists(installed):
-            path = installed
-    if not path:
-        bundled = loglistmod.LogList.bundled()
-        return LoadedLogList(bundled, bundled.timestamp, None)
-    path = os.path.expanduser(path)
+    """The log list at ``path``; without one, what the addon would start with: the list
+    installed in ``confdir`` when it is fresher than the bundled Apple snapshot, else the
+    snapshot (loglist_update.choose_start_list). Its age runs from its last confirmation."""
     try:
-        log_list = loglistmod.LogList.load(path)
-        timestamp = log_list.timestamp or datetime.datetime.fromtimestamp(
-            os.path.getmtime(path), datetime.UTC
-        )
-    except (OSError, ValueError) as e:
-        raise _load_error(path, e) from e
-    return LoadedLogList(log_list, timestamp, path)
+        choice = loglist_update.choose_start_list(confdir, path or None)
+    except (OSError, ValueError, loglist_update.FetchError) as e:
+        raise _load_error(os.path.expanduser(path or confdir), e) from e
+    return loaded_from(choice.current)
+
+
+def loaded_from(current: loglist_update.CurrentList) -> LoadedLogList:
+    """A loglist_update.CurrentList as the engine holds it."""
+    meta = current.metadata
+    return LoadedLogList(
+        current.log_list, meta.confirmed, None if meta.source == "bundled" else meta.source
+    )
 
 
 def load_public_roots(path: str | None) -> list[x509.Certificate]:

@@ -64,6 +64,9 @@ class Mitmdump:
             self.confdir = self.workdir / "confdir"
         self.output = self.workdir / f"mitmdump-{id(self)}.log"
         self.options.setdefault("expect_ct_log", str(self.workdir / "events.jsonl"))
+        # Tests reach only 127.0.0.1: no background log-list refresh from Apple unless a
+        # test names a source (mitm/loglists.py).
+        self.options.setdefault("expect_ct_log_list_update", "off")
 
     @property
     def event_log(self) -> Path:

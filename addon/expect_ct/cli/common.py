@@ -7,6 +7,7 @@ import argparse
 import datetime
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from expect_ct import chain as chainmod
 from expect_ct import engine as enginemod
 from expect_ct import loglist as loglistmod
+from expect_ct import loglist_fetch as fetchmod
+from expect_ct import loglist_update as updatemod
 from expect_ct import policy as policymod
 from expect_ct import store as storemod
 
@@ -52,8 +55,9 @@ def add_analysis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-list",
         metavar="PATH",
-        help=f"CT log-list JSON, Google v3 or Apple schema (default: <confdir>/{LOG_LIST_FILENAME} "
-        "if update-log-list installed one, else the Apple list bundled with the addon)",
+        help="CT log-list JSON, Google v3 or Apple schema (default, as the addon chooses: "
+        f"<confdir>/{LOG_LIST_FILENAME} when it is fresher than the Apple list bundled with "
+        "the addon, else the bundled list)",
     )
     parser.add_argument(
         "--public-roots",
@@ -94,17 +98,49 @@ class Analysis:
 
     engine: enginemod.Engine
     now: datetime.datetime
+    log_list: updatemod.CurrentList | None = None
+
+    @property
+    def stale(self) -> bool:
+        """Whether the running addon (expect_ct_log_list_max_age -1, the policy's rule)
+        would suspend blocking with this list at ``now``."""
+        if self.log_list is None:
+            return False
+        limit = policymod.freshness_limit(self.engine.policy) / datetime.timedelta(days=1)
+        return self.log_list.metadata.stale(self.now, limit)
 
     def describe(self) -> str:
-        return self.engine.describe(self.now)
+        text = self.engine.describe(self.now)
+        if self.log_list is not None:
+            meta = self.log_list.metadata
+            text += f"; list confirmed by {meta.confirmed_by}, {meta.age_days(self.now)} days old"
+        if self.stale:
+            limit = policymod.freshness_limit(self.engine.policy).days
+            text += (
+                f"; STALE: older than {limit} days ({self.engine.policy} policy's limit), the "
+                "addon would suspend blocking"
+            )
+        return text
+
+
+def choose_log_list(log_list: str | None, confdir: str) -> updatemod.CurrentList:
+    """The list the addon would start with (loglist_update.choose_start_list); its own
+    warnings (skipped entries, mimic logs) go to stderr once."""
+    try:
+        choice = updatemod.choose_start_list(confdir, log_list or None)
+    except (loglistmod.InvalidLogList, fetchmod.FetchError, OSError, ValueError) as e:
+        raise UsageError(f"--log-list {e}") from e
+    if choice.problem:
+        print(f"WARNING: {choice.problem}", file=sys.stderr)
+    for line in choice.current.log_list.warnings:
+        print(f"WARNING: log list {choice.current.log_list.source}: {line}", file=sys.stderr)
+    return choice.current
 
 
 def load_analysis(args: argparse.Namespace) -> Analysis:
     """The log list and roots chosen as the addon chooses them from its options."""
-    try:
-        loaded = enginemod.load_log_list(args.log_list, args.confdir)
-    except enginemod.LoadError as e:
-        raise UsageError(f"--log-list {e}") from e
+    current = choose_log_list(args.log_list, args.confdir)
+    loaded = enginemod.loaded_from(current)
     try:
         public = enginemod.load_public_roots(args.public_roots)
     except enginemod.LoadError as e:
@@ -114,7 +150,7 @@ def load_analysis(args: argparse.Namespace) -> Analysis:
     except enginemod.LoadError as e:
         raise UsageError(f"--private-roots {e}") from e
     engine = enginemod.Engine(loaded, chainmod.ChainClassifier(public, private), args.policy)
-    return Analysis(engine, args.now or enginemod.utcnow())
+    return Analysis(engine, args.now or enginemod.utcnow(), current)
 
 
 def read_file(option: str, path: str) -> bytes:

@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     if result.outcome in (updatemod.FAILED, updatemod.REFUSED):
         raise common.FetchError(f"{result.outcome}, {out} is unchanged: {result.error}")
     assert result.current is not None
+    for line in result.current.log_list.warnings:  # skipped entries, mimic logs: once each
+        print(f"WARNING: log list {source.name}: {line}", file=sys.stderr)
     meta = result.current.metadata
     age = describe_age(meta, datetime.datetime.now(datetime.UTC))
     if result.outcome == updatemod.UNCHANGED:

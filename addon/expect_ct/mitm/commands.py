@@ -260,3 +260,38 @@ class Commands:
     def old_show(self, flows: Sequence[mflow.Flow]) -> JSON:  # type: ignore[valid-type]
         """Deprecated name of expectct.show."""
         return self.show(flows)
+
+    # Log lists (issue 15).
+
+    @command.command("expectct.loglist")
+    def loglist(self) -> JSON:  # type: ignore[valid-type]
+        """The CT log list in force: source, version, age, next refresh, and whether blocking
+        is suspended (and why)."""
+        status = self.core.log_lists.status(ctx.options)
+        suspended = (
+            f"blocking SUSPENDED: {status['why']}" if status["blocking_suspended"] else "enforcing"
+        )
+        logging.log(
+            ALERT,
+            f"Expect-CT: {status['logs']} CT logs from {status['list_source']} (version "
+            f"{status['version'] or 'none'}), {status['age_days']} days old, confirmed by "
+            f"{status['confirmed_by']}; {suspended}; updates from {status['source']}, next "
+            f"refresh {status['next_refresh'] or 'none'}.",
+        )
+        return status  # type: ignore[return-value]
+
+    @command.command("expectct.loglist.update")
+    def loglist_update(self) -> JSON:  # type: ignore[valid-type]
+        """Refresh the CT log list now, in the background (the log_list event tells the
+        outcome)."""
+        started = self.core.log_lists.refresh_now()
+        if not started:
+            raise exceptions.CommandError(
+                "Log-list updates are off (expect_ct_log_list_update=off, or auto with "
+                "expect_ct_log_list set) or the proxy is not running yet."
+            )
+        source = self.core.log_lists.source
+        logging.log(
+            ALERT, f"Expect-CT: refreshing the CT log list from {source.name if source else '?'}."
+        )
+        return {"source": source.name if source else None, "requested": True}  # type: ignore[return-value]

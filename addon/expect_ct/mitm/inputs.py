@@ -10,33 +10,15 @@ from mitmproxy import exceptions
 
 from expect_ct import chain as chainmod
 from expect_ct import engine as enginemod
+from expect_ct.mitm.loglists import LogLists
 
 logger = logging.getLogger("expect_ct")
 
 
-def load_log_list(opts: Any) -> enginemod.LoadedLogList:
-    """expect_ct_log_list (or the installed or bundled list), its age checked against
-    expect_ct_log_list_max_age."""
-    try:
-        loaded = enginemod.load_log_list(opts.expect_ct_log_list, opts.confdir)
-    except enginemod.LoadError as e:
-        raise exceptions.OptionsError(f"Cannot load expect_ct_log_list {e}") from e
-    max_age = opts.expect_ct_log_list_max_age
-    if loaded.stale(max_age):
-        timestamp = loaded.timestamp
-        logger.warning(
-            f"Expect-CT: the CT log list ({loaded.log_list.source}) is from "
-            f"{timestamp.date() if timestamp else 'an unknown date'}, older than "
-            f"expect_ct_log_list_max_age={max_age} days: blocking is SUSPENDED (fail open, as "
-            f"Chrome does). Run `python -m expect_ct update-log-list` or set "
-            f"expect_ct_log_list_max_age=0."
-        )
-    else:
-        logger.info(
-            f"Expect-CT: {len(loaded.log_list)} CT logs from {loaded.log_list.source}"
-            + (f", dated {loaded.timestamp.date()}" if loaded.timestamp else "")
-        )
-    return loaded
+def load_log_list(opts: Any, log_lists: LogLists) -> enginemod.LoadedLogList:
+    """expect_ct_log_list, else the installed list when it is fresher than the bundled
+    snapshot (loglist_update.choose_start_list); its age is logged against the limit."""
+    return log_lists.load(opts)
 
 
 def load_classifier(opts: Any) -> chainmod.ChainClassifier:

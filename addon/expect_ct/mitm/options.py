@@ -10,6 +10,7 @@ from mitmproxy import exceptions
 from expect_ct import decisions
 from expect_ct import header as headermod
 from expect_ct import loglist as loglistmod
+from expect_ct import loglist_update
 from expect_ct import policy as policymod
 from expect_ct import store as storemod
 
@@ -17,9 +18,18 @@ ENFORCE_MODES = decisions.ENFORCE_MODES
 REPORT_MODES = ("off", "send")
 STORE_FILENAME = storemod.STORE_FILENAME
 LOG_LIST_FILENAME = loglistmod.INSTALLED_FILENAME
+DEFAULT_UPDATE_INTERVAL = loglist_update.DEFAULT_INTERVAL
+MIN_UPDATE_INTERVAL = loglist_update.MIN_INTERVAL
 
 # Which options each part of the addon is rebuilt from.
-LOG_LIST_OPTIONS = {"expect_ct_log_list", "expect_ct_log_list_max_age", "confdir"}
+LOG_LIST_OPTIONS = {"expect_ct_log_list", "confdir"}
+# Where and how often the running addon refreshes its list (mitm/loglists.py).
+LOG_LIST_UPDATE_OPTIONS = {
+    "expect_ct_log_list",  # `auto` depends on it
+    "expect_ct_log_list_update",
+    "expect_ct_log_list_update_interval",
+    "ssl_verify_upstream_trusted_ca",
+}
 ROOTS_OPTIONS = {
     "expect_ct_public_roots",
     "ssl_verify_upstream_trusted_ca",
@@ -64,15 +74,35 @@ def add_options(loader: Any) -> None:
         str | None,  # type: ignore[arg-type]
         None,
         "Path of a CT log-list JSON file (Google v3 or Apple schema). "
-        f"Default: <confdir>/{LOG_LIST_FILENAME} if `python -m expect_ct update-log-list` "
-        "installed one, else the Apple log list bundled with the addon.",
+        f"Default: <confdir>/{LOG_LIST_FILENAME} (installed by the automatic update or "
+        "`python -m expect_ct update-log-list`) when it is fresher than the Apple log list "
+        "bundled with the addon, else the bundled list.",
     )
     loader.add_option(
         "expect_ct_log_list_max_age",
         int,
-        70,
-        "Days. When the log list is older than this, blocking is suspended "
-        "(fail open, as Chrome does); 0 disables the check.",
+        -1,
+        "Days since the log list's source last confirmed it; an older list suspends "
+        "blocking (fail open, as Chrome does). -1: the policy publisher's rule (chrome: 70 "
+        "days from log_list_timestamp; apple: 60 days since the last confirmation). "
+        "0 disables the check.",
+    )
+    loader.add_option(
+        "expect_ct_log_list_update",
+        str,
+        "auto",
+        "Where the running addon refreshes its log list from, in the background: apple "
+        "(Apple's published list), an https:// URL, a local file path, or off. auto: apple "
+        "unless expect_ct_log_list is set, then off. Refreshed lists are installed as "
+        f"<confdir>/{LOG_LIST_FILENAME}. Google's lists are refused (Chrome's acceptable-use "
+        "policy).",
+    )
+    loader.add_option(
+        "expect_ct_log_list_update_interval",
+        int,
+        DEFAULT_UPDATE_INTERVAL,
+        f"Seconds between log-list refreshes (at least {MIN_UPDATE_INTERVAL}); failures are "
+        "retried sooner, with backoff.",
     )
     loader.add_option(
         "expect_ct_public_roots",
@@ -145,9 +175,10 @@ def check_values(opts: Any, updated: set[str]) -> None:
         raise exceptions.OptionsError(
             f"expect_ct_max_age_cap must be at least 1 second, not {opts.expect_ct_max_age_cap}."
         )
-    if "expect_ct_log_list_max_age" in updated and opts.expect_ct_log_list_max_age < 0:
+    if "expect_ct_log_list_max_age" in updated and opts.expect_ct_log_list_max_age < -1:
         raise exceptions.OptionsError(
-            f"expect_ct_log_list_max_age must be 0 or more days, not {opts.expect_ct_log_list_max_age}."
+            "expect_ct_log_list_max_age must be -1 (the policy's rule), 0 (no check) or a "
+            f"number of days, not {opts.expect_ct_log_list_max_age}."
         )
 
 
