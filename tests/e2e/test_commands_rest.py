@@ -3,7 +3,8 @@
 A real mitmweb with the addon built in (``python -m expect_ct mitmweb``), a real SQLite store
 file, and one real flow: a real curl through the proxy to an ``openssl s_server`` origin that
 serves SCTs embedded, in the TLS extension and in a stapled OCSP response, and
-``Expect-CT: max-age=3600, enforce`` (so the store knows ``localhost``). Each command is then
+``Expect-CT: max-age=3600, enforce`` (so the store knows ``localhost``); curl sends
+``Expect-CT: max-age=0`` in its request, which the store must ignore. Each command is then
 run as mitmweb's own front end runs it: ``POST /commands/<name>`` with ``{"arguments": [...]}``,
 the XSRF cookie and header, and on mitmproxy 12 the token mitmweb printed
 (``support.mitmweb.Mitmweb.run_command``); the test asserts the JSON value each returns.
@@ -56,7 +57,9 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
     options = proxy_options(world, expect_ct_store=str(tmp / "known.sqlite3"))
     with all_three_origin(world, tmp) as port:
         with Mitmweb(tmp / "proxy", options, built_in=True) as web:
-            assert web.curl(f"https://localhost:{port}/index.html").status == 200
+            # The client also sends Expect-CT (recorded, never applied to the store).
+            url = f"https://localhost:{port}/index.html"
+            assert web.curl(url, headers=["Expect-CT: max-age=0"]).status == 200
             (flow,) = web.wait_for_flows(1)
             yield Run(web, port, flow, tmp)
 
@@ -104,13 +107,16 @@ def test_export_json_and_csv(run: Run) -> None:
     assert (row["host"], row["port"], row["compliant"]) == ("localhost", run.port, True)
     assert row["valid_scts"] == 4 and row["header_action"] == "noted"
     assert row["expect_ct"]["header"]["direction"] == "response"
+    assert row["request_header"] == "max-age=0"
+    assert row["expect_ct"]["request_header"]["direction"] == "request"
     table = run.tmp / "ct.csv"
     assert run.web.run_command("expectct.export", "@all", str(table))["flows"] == 1
     with table.open(newline="") as f:
         (line,) = list(csv.DictReader(f))
-    assert (line["url"], line["sources"]) == (
+    assert (line["url"], line["sources"], line["request_header"]) == (
         f"https://localhost:{run.port}/index.html",
         "embedded ocsp tls-extension",
+        "max-age=0",
     )
     with pytest.raises(CommandFailed, match=r"must end in \.json or \.csv"):
         run.web.run_command("expectct.export", "@all", str(run.tmp / "ct.txt"))
@@ -118,6 +124,7 @@ def test_export_json_and_csv(run: Run) -> None:
 
 
 def test_hosts(run: Run) -> None:
+    # Known from the response's header; the request's max-age=0 removed nothing.
     (host,) = run.web.run_command("expectct.hosts")["hosts"]
     assert (host["host"], host["enforce"], host["report_uri"]) == ("localhost", True, None)
     assert host["expires"].endswith("Z")

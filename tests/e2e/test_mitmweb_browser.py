@@ -64,9 +64,11 @@ def test_mitmweb_ui_shows_the_sct_table(world: World, tmp_path: Path, chromium: 
         all_three_origin(world, tmp_path) as port,
         Mitmweb(tmp_path / "proxy", options, extra_args=columns) as web,
     ):
-        assert web.curl(f"https://localhost:{port}/index.html").status == 200
+        # The client sends Expect-CT too: the view shows the request's and the response's.
+        url = f"https://localhost:{port}/index.html"
+        assert web.curl(url, headers=["Expect-CT: max-age=0"]).status == 200
         (flow,) = web.wait_for_flows(1)
-        with Chromium(chromium, tmp_path / "browser", window=(1600, 1150)) as browser:
+        with Chromium(chromium, tmp_path / "browser", window=(1800, 1300)) as browser:
             page = browser.page()
             try:
                 page.navigate(web.ui_url(f"/flows/{flow['id']}/response"))
@@ -91,6 +93,7 @@ def test_mitmweb_ui_shows_the_sct_table(world: World, tmp_path: Path, chromium: 
     ]
     assert [row[1] for row in rows] == ["embedded", "embedded", "tls-extension", "ocsp"]
     assert all("valid" in row for row in rows)
+    assert "request: max-age=0" in text and "response: max-age=3600, enforce" in text
     assert "Known host: yes: enforce" in text
     # The flow list's comment column (web_columns) carries the addon's one-line verdict.
     assert len(comments) == 1 and comments[0].startswith("CT: compliant (chrome; 4/4 valid")
