@@ -68,8 +68,16 @@ def test_a_clients_request_header_is_recorded_and_the_store_is_unchanged(
                 )
                 for values in (["max-age=0"], ["max-age=1, enforce"])
             ]
+            # Client text with an ANSI escape and a bidi override: escaped in every log.
+            evil = 'Expect-CT: max-age=2, x="\x1b[31m\u202e"'
+            assert proxy.curl(origin.url("/plain"), headers=[evil]).status == 200
+            hostile = proxy.wait_for_event(
+                "header",
+                lambda r: r["direction"] == "request" and r["values"][0].startswith("max-age=2"),
+            )
             after = known_hosts(store)
         log = proxy.log_text()
+        raw_events = proxy.event_log.read_text()
 
     for event, (max_age, enforce) in zip(recorded, [(0, False), (1, True)], strict=True):
         assert (event["host"], event["port"]) == ("localhost", origin.port)
@@ -79,13 +87,18 @@ def test_a_clients_request_header_is_recorded_and_the_store_is_unchanged(
     # Neither max-age=0 nor a new policy from the client changed the stored entry.
     assert after == before
     assert "request header 'max-age=0' from the client (valid): ignored" in log
+    assert hostile["values"] == ['max-age=2, x="\x1b[31m\u202e"']  # as sent, in JSON
+    assert hostile["valid"] is False and "U+001B" in hostile["error"]
+    assert raw_events.isascii()
+    assert """request header 'max-age=2, x="\\x1b[31m\\u202e"' from the client""" in log
+    assert "\x1b[31m" not in log and "\u202e" not in log
 
     saved = [f for f in mio.FlowReader(flows.open("rb")).stream() if isinstance(f, http.HTTPFlow)]
-    assert [f.request.path for f in saved] == ["/note", "/plain", "/plain"]
+    assert [f.request.path for f in saved] == ["/note", "/plain", "/plain", "/plain"]
     metas = [f.metadata["expect_ct"] for f in saved]
     assert "request_header" not in metas[0]
     assert metas[0]["header"]["direction"] == "response"
-    assert [m["request_header"]["values"] for m in metas[1:]] == [
+    assert [m["request_header"]["values"] for m in metas[1:3]] == [
         ["max-age=0"],
         ["max-age=1, enforce"],
     ]
