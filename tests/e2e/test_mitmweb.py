@@ -82,6 +82,8 @@ def test_contentview_shows_the_sct_table(run: Run) -> None:
         "    action: noted (valid header on a CT-compliant connection; known for 3600 s)\n"
     ) in text
     assert "Stored policy for localhost\n  Known host: yes: enforce" in text
+    # The request tab's view menu offers the same view of the flow (README).
+    assert run.web.content_view(run.flow["id"], VIEW_NAME, message="request") == text
     # The lower-case name (12's registry key, the UI's menu label) selects the same view.
     assert run.web.content_view(run.flow["id"], VIEW_NAME.lower()) == text
 
