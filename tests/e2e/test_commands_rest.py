@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from support.collector import https_collector
+from support.collector import make_collector_pki
 from support.mitmweb import CommandFailed
 from support.mitmweb import Mitmweb
 from support.mitmweb import all_three_origin
@@ -142,6 +144,32 @@ def test_testreport(run: Run) -> None:
     # The origin's header named no report-uri, and none was given.
     with pytest.raises(CommandFailed, match="give a report-uri"):
         run.web.run_command("expectct.testreport", "localhost")
+
+
+def test_testreport_with_reports_on_reaches_the_collector(world: World, tmp_path: Path) -> None:
+    """A second mitmweb that sends reports: the command queues the report, a real HTTPS
+    collector on 127.0.0.1 receives it."""
+    files = make_collector_pki(tmp_path / "collector")
+    trust = tmp_path / "trust.pem"
+    trust.write_bytes(world.upstream_trust_pem.read_bytes() + files.root_pem.read_bytes())
+    options = proxy_options(
+        world,
+        expect_ct_store=":memory:",
+        ssl_verify_upstream_trusted_ca=str(trust),
+        expect_ct_reports="send",
+        expect_ct_report_allow_private=True,
+    )
+    with https_collector(files) as collector, Mitmweb(tmp_path / "proxy", options) as web:
+        uri = collector.uri("/rest")
+        value = web.run_command("expectct.testreport", "never.test", uri)
+        assert value == {"host": "never.test", "port": 443, "report_uri": uri, "delivery": "queued"}
+        # The CORS preflight (OPTIONS), then the report (POST), as Chromium sends them.
+        preflight, received = collector.wait_for(2, "/rest")
+        event = web.wait_for_event("report", lambda r: r["report_uri"] == uri)
+    assert (preflight.method, received.method) == ("OPTIONS", "POST")
+    report = json.loads(received.body)["expect-ct-report"]
+    assert (report["hostname"], report["port"], report["test-report"]) == ("never.test", 443, True)
+    assert event["delivery"] == "sent"
 
 
 def test_forget_and_clear(run: Run) -> None:
