@@ -478,6 +478,22 @@ class ExpectCT:
         except Exception as e:  # noqa: BLE001 - mitmproxy would log it for every flow
             self.faults.internal_error("in the request hook", e)
             self._fail_closed_flow(flow, e)
+        # Recording only (it changes no decision): an internal error here fails open.
+        try:
+            self._request_header(flow)
+        except Exception as e:  # noqa: BLE001
+            self.faults.internal_error("recording a request's Expect-CT header", e)
+
+    def _request_header(self, flow: http.HTTPFlow) -> None:
+        """A client's Expect-CT request header: recorded on the flow and in the logs."""
+        values = expect_ct_values(flow.request.headers)
+        if not values:
+            return
+        record = self.connections.find(flow.server_conn.id)
+        meta = self.headers.process_request(
+            flow, values, record, dialect=ctx.options.expect_ct_dialect
+        )
+        self.annotator.request_header(flow, meta)
 
     def _fail_closed_flow(self, flow: http.HTTPFlow, error: Exception) -> None:
         """After an internal error: answer 502 if the host requires enforcement, else pass."""

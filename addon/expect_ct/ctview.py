@@ -58,7 +58,7 @@ class StoredPolicy:
 def has_data(meta: object) -> bool:
     """True when the metadata holds anything this view shows."""
     return isinstance(meta, Mapping) and any(
-        key in meta for key in ("connection", "header", "headers", "blocked", "verdict")
+        key in meta for key in ("connection", "header", "request_header", "blocked", "verdict")
     )
 
 
@@ -207,13 +207,10 @@ def _certificate_section(conn: Mapping[str, Any]) -> list[Line]:
 
 
 def _header_events(meta: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    # ``headers`` (request and response events, each with its direction) when the addon
-    # writes it; otherwise the single ``header`` older addons wrote for the response.
-    listed = [_mapping(h) for h in _sequence(meta.get("headers"))]
-    if listed:
-        return [h for h in listed if h]
-    single = _mapping(meta.get("header"))
-    return [single] if single else []
+    # The client's request header first, then the response's (an older saved flow has no
+    # ``request_header``, and its ``header`` has no ``direction``: a response's).
+    events = [_mapping(meta.get("request_header")), _mapping(meta.get("header"))]
+    return [event for event in events if event]
 
 
 def _header_section(meta: Mapping[str, Any]) -> list[Line]:

@@ -36,7 +36,9 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
     base = tmp_path_factory.mktemp("mitmweb")
     with all_three_origin(world, base) as port:
         with Mitmweb(base / "proxy", proxy_options(world, expect_ct_store=":memory:")) as web:
-            response = web.curl(f"https://localhost:{port}/index.html")
+            # The client sends Expect-CT too: the view shows both headers.
+            url = f"https://localhost:{port}/index.html"
+            response = web.curl(url, headers=["Expect-CT: max-age=0"])
             assert response.status == 200, response
             (flow,) = web.wait_for_flows(1)
             yield Run(web, port, flow)
@@ -69,8 +71,19 @@ def test_contentview_shows_the_sct_table(run: Run) -> None:
     ]
     assert [row[5] for row in cells] == ["valid"] * 4
     assert all(row[6] in ("yes", "no") for row in cells)
-    assert "  response: max-age=3600, enforce" in text
+    assert (
+        "Expect-CT headers\n"
+        "  request: max-age=0\n"
+        "    valid: max-age 0 s, report-only\n"
+        "    action: ignored (sent by the client; a request header never changes the Known "
+        "Expect-CT Hosts)\n"
+        "  response: max-age=3600, enforce\n"
+        "    valid: max-age 3600 s, enforce\n"
+        "    action: noted (valid header on a CT-compliant connection; known for 3600 s)\n"
+    ) in text
     assert "Stored policy for localhost\n  Known host: yes: enforce" in text
+    # The request tab's view menu offers the same view of the flow (README).
+    assert run.web.content_view(run.flow["id"], VIEW_NAME, message="request") == text
     # The lower-case name (12's registry key, the UI's menu label) selects the same view.
     assert run.web.content_view(run.flow["id"], VIEW_NAME.lower()) == text
 
@@ -87,6 +100,8 @@ def test_contentview_is_listed_for_the_ui(run: Run) -> None:
         ("~meta \"'compliant': True\"", True),
         ("~meta \"'compliant': False\"", False),
         ("~meta \"'action': 'noted'\"", True),
+        ("~meta \"'direction': 'request'\"", True),
+        ("~meta \"'valid': False\"", False),
         ('~comment "CT: compliant"', True),
         ("~marked", False),
         ("~marker :no_entry:", False),

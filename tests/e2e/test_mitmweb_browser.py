@@ -8,10 +8,14 @@ SCT table. The same steps work on mitmproxy 11 and 12 (their menus are the same 
 
 With ``EXPECT_CT_SCREENSHOT=docs/screenshot-mitmweb.png`` the screenshot of that page is
 also written there: that is how the README's screenshot is made (docs/screenshot.py).
+
+A second test runs the addon's commands from mitmweb's command bar (*Options > Display
+Command Bar*), typed and entered as a user does, and reads the result the bar shows.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -47,6 +51,19 @@ COMMENT_CELLS = (
 )
 PAGE_TEXT = "(document.body ? document.body.innerText : '')"
 
+SHOW_COMMAND_BAR = """(() => {
+  const tab = [...document.querySelectorAll("a")].find(a => a.textContent.trim() === "Options");
+  if (!tab) return false;
+  tab.click();
+  const label = [...document.querySelectorAll("label")]
+    .find(l => l.textContent.includes("Display Command Bar"));
+  if (!label) return false;
+  label.querySelector("input").click();
+  return true;
+})()"""
+COMMAND_INPUT = "document.querySelector('.command input')"
+COMMAND_RESULT = "(document.querySelector('.command-result') || {}).innerText || ''"
+
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
@@ -64,9 +81,11 @@ def test_mitmweb_ui_shows_the_sct_table(world: World, tmp_path: Path, chromium: 
         all_three_origin(world, tmp_path) as port,
         Mitmweb(tmp_path / "proxy", options, extra_args=columns) as web,
     ):
-        assert web.curl(f"https://localhost:{port}/index.html").status == 200
+        # The client sends Expect-CT too: the view shows the request's and the response's.
+        url = f"https://localhost:{port}/index.html"
+        assert web.curl(url, headers=["Expect-CT: max-age=0"]).status == 200
         (flow,) = web.wait_for_flows(1)
-        with Chromium(chromium, tmp_path / "browser", window=(1600, 1150)) as browser:
+        with Chromium(chromium, tmp_path / "browser", window=(1800, 1300)) as browser:
             page = browser.page()
             try:
                 page.navigate(web.ui_url(f"/flows/{flow['id']}/response"))
@@ -91,6 +110,7 @@ def test_mitmweb_ui_shows_the_sct_table(world: World, tmp_path: Path, chromium: 
     ]
     assert [row[1] for row in rows] == ["embedded", "embedded", "tls-extension", "ocsp"]
     assert all("valid" in row for row in rows)
+    assert "request: max-age=0" in text and "response: max-age=3600, enforce" in text
     assert "Known host: yes: enforce" in text
     # The flow list's comment column (web_columns) carries the addon's one-line verdict.
     assert len(comments) == 1 and comments[0].startswith("CT: compliant (chrome; 4/4 valid")
@@ -98,3 +118,46 @@ def test_mitmweb_ui_shows_the_sct_table(world: World, tmp_path: Path, chromium: 
     (tmp_path / "mitmweb.png").write_bytes(png)
     if target := os.environ.get("EXPECT_CT_SCREENSHOT"):
         Path(target).write_bytes(png)
+
+
+def test_commands_run_from_mitmwebs_command_bar(
+    world: World, tmp_path: Path, chromium: str
+) -> None:
+    options = proxy_options(world, expect_ct_store=":memory:")
+    with (
+        all_three_origin(world, tmp_path) as port,
+        Mitmweb(tmp_path / "proxy", options) as web,
+    ):
+        assert web.curl(f"https://localhost:{port}/index.html").status == 200
+        (flow,) = web.wait_for_flows(1)
+        with Chromium(chromium, tmp_path / "browser") as browser:
+            page = browser.page()
+            try:
+                page.navigate(web.ui_url())
+                page.wait_for(SHOW_COMMAND_BAR, what="the command bar's toggle")
+                page.wait_for(f"!!{COMMAND_INPUT}", what="the command bar")
+                results = {}
+                for line in ("expectct.hosts", "expectct.show @all"):
+                    page.evaluate(f"{COMMAND_INPUT}.focus()")
+                    page.call("Input.insertText", text=line)
+                    for kind in ("keyDown", "keyUp"):
+                        page.call(
+                            "Input.dispatchKeyEvent",
+                            type=kind,
+                            key="Enter",
+                            code="Enter",
+                            windowsVirtualKeyCode=13,
+                        )
+                    # The bar shows the line entered, then the command's value as JSON.
+                    shown = page.wait_for(
+                        f"(({COMMAND_RESULT}).split('$ {line}\\n')[1] || '').split('\\n')[0]",
+                        what=f"the result of {line}",
+                    )
+                    results[line] = json.loads(shown)
+            finally:
+                page.close()
+    (host,) = results["expectct.hosts"]["hosts"]
+    assert (host["host"], host["enforce"]) == ("localhost", True)
+    (shown_flow,) = results["expectct.show @all"]["flows"]
+    assert shown_flow["flow"] == flow["id"]
+    assert shown_flow["verdict"].startswith("CT: compliant (chrome; 4/4 valid SCTs")

@@ -149,6 +149,7 @@ def flow_through_addon(
         running.addon.tls_established_server(data)
     flow = tflow.tflow(client_conn=client, server_conn=server, resp=True)
     flow.request.url = f"https://localhost:{port}/index.html"
+    flow.request.headers["Expect-CT"] = "max-age=0"  # the client's, recorded only
     running.addon.request(flow)
     assert flow.response is not None
     flow.response.headers["Expect-CT"] = "max-age=3600, enforce"
@@ -189,7 +190,8 @@ def test_view_shows_embedded_tls_extension_and_ocsp_scts(
     assert all("valid" in row for row in rows)
     assert "embedded observed, tls-extension present, ocsp present" in text
     assert meta["connection"]["certificate"]["sha256"] in text
-    # The response's Expect-CT header and what the addon did with it.
+    # The client's and the response's Expect-CT headers, and what the addon did with them.
+    assert "  request: max-age=0\n    valid: max-age 0 s, report-only\n    action: ignored" in text
     assert "  response: max-age=3600, enforce" in text
     assert "    action: noted (valid header on a CT-compliant connection" in text
     # The store now knows the host: the view reads it from the running addon.
@@ -224,6 +226,7 @@ def test_blocked_flow_shows_the_reason_and_the_stored_policy(
     running.addon.tls_failed_server(TlsData(server, Context(client, running.tctx.options)))
     flow = tflow.tflow(client_conn=client, server_conn=server)
     flow.request.url = "https://localhost/"
+    flow.request.headers["Expect-CT"] = "max-age=0"  # the client's, recorded only
     running.addon.request(flow)
     assert flow.response is not None and flow.response.status_code == 502
     _name, text = rendered_in_mitmproxy(flow)

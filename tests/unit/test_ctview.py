@@ -177,45 +177,45 @@ def test_missing_and_odd_keys_of_older_saved_flows() -> None:
 
 
 def test_request_and_response_headers_with_direction_and_action() -> None:
+    # As the addon writes them: the client's header under "request_header", the response's
+    # under "header" (README, "On the flow").
     meta = {
-        "header": {"values": ["ignored: superseded by headers"]},
-        "headers": [
-            {
-                "direction": "request",
-                "values": ["max-age=0"],
-                "valid": True,
-                "max_age": 0,
-                "enforce": False,
-                "report_uri": None,
-                "action": "recorded",
-                "why": "sent by the client; the store is not changed",
-            },
-            {
-                "direction": "response",
-                "values": ['max-age=86400, enforce, report-uri="https://r.test/"'],
-                "valid": True,
-                "max_age": 86400,
-                "enforce": True,
-                "report_uri": "https://r.test/",
-                "action": "noted",
-                "why": "valid header on a CT-compliant connection; known for 86400 s",
-            },
-            {"direction": "response", "values": ["max-age=x"], "valid": False, "error": "bad"},
-        ],
+        "header": {
+            "direction": "response",
+            "values": ['max-age=86400, enforce, report-uri="https://r.test/"'],
+            "valid": True,
+            "max_age": 86400,
+            "enforce": True,
+            "report_uri": "https://r.test/",
+            "action": "noted",
+            "why": "valid header on a CT-compliant connection; known for 86400 s",
+        },
+        "request_header": {
+            "direction": "request",
+            "values": ["max-age=0"],
+            "valid": True,
+            "max_age": 0,
+            "enforce": False,
+            "report_uri": None,
+            "action": "ignored",
+            "why": "sent by the client; a request header never changes the Known Expect-CT Hosts",
+        },
     }
     rendered = text(meta)
-    assert "superseded" not in rendered
-    assert (
+    assert rendered.endswith(
         "Expect-CT headers\n"
         "  request: max-age=0\n"
         "    valid: max-age 0 s, report-only\n"
-        "    action: recorded (sent by the client; the store is not changed)\n"
+        "    action: ignored (sent by the client; a request header never changes the Known "
+        "Expect-CT Hosts)\n"
         '  response: max-age=86400, enforce, report-uri="https://r.test/"\n'
         "    valid: max-age 86400 s, enforce, report-uri https://r.test/\n"
-        "    action: noted (valid header on a CT-compliant connection; known for 86400 s)\n"
-        "  response: max-age=x\n"
-        "    invalid: bad"
-    ) in rendered
+        "    action: noted (valid header on a CT-compliant connection; known for 86400 s)"
+    )
+    # A flow with only the client's header (plain HTTP, or a connection never evaluated).
+    alone = {"request_header": {"direction": "request", "values": ["x"], "valid": False}}
+    assert ctview.has_data(alone)
+    assert text(alone).endswith("Expect-CT headers\n  request: x\n    invalid: malformed")
 
 
 def test_server_text_is_escaped_and_stored_escapes_stay() -> None:

@@ -28,6 +28,7 @@ class FlowNote:
     blocked: str | None = None
     blocked_response: bool = False  # the addon answered it (502): no header processing
     header: dict[str, Any] | None = None
+    request_header: dict[str, Any] | None = None
     comment: str | None = None  # the comment the addon last wrote
 
 
@@ -92,6 +93,13 @@ class Annotator:
             flow.marked = ":warning:"
         self.refresh_comment(flow)
 
+    def request_header(self, flow: http.HTTPFlow, header_meta: dict[str, Any]) -> None:
+        """The client's Expect-CT request header. Never marks the flow: what a client sends
+        says nothing about the site's certificates."""
+        self.note(flow).request_header = header_meta
+        flow.metadata.setdefault(META_KEY, {})["request_header"] = header_meta
+        self.refresh_comment(flow)
+
     def blocked(
         self, flow: http.HTTPFlow, reason: str, *, response: bool, summary: str | None
     ) -> None:
@@ -116,6 +124,10 @@ class Annotator:
         parts = []
         if note.record is not None:
             parts.append(note.record.summary())
+        if note.request_header:
+            parts.append(
+                "client sent Expect-CT" + ("" if note.request_header["valid"] else " (invalid)")
+            )
         if note.header:
             parts.append(
                 f"Expect-CT header {note.header['action']}"

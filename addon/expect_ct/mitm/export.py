@@ -30,6 +30,7 @@ EXPORT_COLUMNS = (
     "sources",
     "header",
     "header_action",
+    "request_header",
     "blocked",
     "reasons",
     "verdict",
@@ -45,6 +46,7 @@ def export_row(flow: mflow.Flow) -> dict[str, Any]:
     meta = flow.metadata.get(META_KEY) or {}
     conn = meta.get("connection") or {}
     header = meta.get("header") or {}
+    request_header = meta.get("request_header") or {}
     scts = conn.get("scts") or []
     row: dict[str, Any] = dict.fromkeys(EXPORT_COLUMNS)
     row["time"] = records.rfc3339(
@@ -64,6 +66,7 @@ def export_row(flow: mflow.Flow) -> dict[str, Any]:
         sources=" ".join(sorted({x.get("source", "") for x in scts})) or None,
         header=", ".join(header.get("values", [])) or None,
         header_action=header.get("action"),
+        request_header=", ".join(request_header.get("values", [])) or None,
         blocked=meta.get("blocked"),
         reasons="; ".join(conn.get("reasons") or []) or None,
         verdict=meta.get("verdict"),

@@ -1,5 +1,6 @@
-"""The Expect-CT response header (RFC 9163 2.3): parsed, applied to the Known Expect-CT Hosts
-store as decisions.py says, logged, and reported when a report is due."""
+"""The Expect-CT header (RFC 9163 2.3): a response's is parsed, applied to the Known Expect-CT
+Hosts store as decisions.py says, logged, and reported when a report is due; a request's (a
+client signalling CT support) is parsed with the same grammar and recorded, never applied."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ HEADER_REFRESH = 60.0  # seconds
 HEADER_MEMO_SIZE = 1024
 
 HeaderMemoKey = tuple[str, int, tuple[str, ...], int, str]
+RequestMemoKey = tuple[str, int, tuple[str, ...], str]
+
+# The action and why of every request header: RFC 9163 defines the header for responses only.
+REQUEST_WHY = "sent by the client; a request header never changes the Known Expect-CT Hosts"
 
 _EXPECT_CT = b"expect-ct"
 
@@ -83,6 +88,11 @@ class HeaderHandling:
         # Bumped when remembered headers must be processed again (the store was changed by a
         # command): per-connection memos of an older generation no longer count.
         self.generation = 0
+        # A client sends the same request header on every request: recorded once a minute per
+        # host and values, like a response header.
+        self.request_memo: cache.BoundedMap[RequestMemoKey, tuple[float, dict[str, Any]]] = (
+            cache.BoundedMap(HEADER_MEMO_SIZE)
+        )
 
     def forget(self) -> None:
         self.memo.clear()
@@ -125,7 +135,7 @@ class HeaderHandling:
                 self._maybe_report(host, record, seen[1])
                 return seen[1]
         # Undecodable bytes must not reach the metadata: a .mitm file cannot hold them.
-        meta = records.header_facts(values, dialect=dialect)
+        meta = {"direction": "response", **records.header_facts(values, dialect=dialect)}
         effect = self._effect(
             host, meta, record, secure=flow.request.scheme == "https", max_age_cap=max_age_cap
         )
@@ -144,6 +154,44 @@ class HeaderHandling:
             now = time.monotonic()
             self.memo.put(memo_key, (now, meta))
             record.last_header = (values, now, meta, self.generation)
+        return meta
+
+    def process_request(
+        self,
+        flow: http.HTTPFlow,
+        values: list[str],
+        record: ConnectionRecord | None,
+        *,
+        dialect: str,
+    ) -> dict[str, Any]:
+        """The ``request_header`` metadata of one request's Expect-CT field values: parsed,
+        logged and written to the event log like a response header, never applied to the
+        store (the client is not the site: it cannot make a host Known or forget one)."""
+        if record is not None:
+            host, port = record.host, record.port
+        else:
+            host, port = pretty_host(flow.request), flow.request.port
+        key: RequestMemoKey = (host, port, tuple(values), dialect)
+        clock = time.monotonic()
+        seen = self.request_memo.get(key)
+        if seen is not None and clock - seen[0] < HEADER_REFRESH:
+            self.faults.stats["request_header_repeats"] += 1
+            return seen[1]
+        meta: dict[str, Any] = {
+            "direction": "request",
+            **records.header_facts(values, dialect=dialect),
+            "action": decisions.IGNORED,
+            "why": REQUEST_WHY,
+        }
+        self.faults.stats["request_headers"] += 1
+        safe_values = records.one_line(", ".join(values), 200)
+        parsed = "valid" if meta["valid"] else f"invalid: {records.one_line(str(meta['error']))}"
+        logger.info(
+            f"Expect-CT: {host}:{port} request header '{safe_values}' from the client ({parsed}): "
+            f"{decisions.IGNORED} ({REQUEST_WHY})"
+        )
+        self.reporting.write_event("header", host, port, **meta)
+        self.request_memo.put(key, (clock, meta))
         return meta
 
     def _effect(
