@@ -42,6 +42,7 @@ from expect_ct.mitm.annotate import Annotator
 from expect_ct.mitm.commands import Commands
 from expect_ct.mitm.connections import ConnectionRecord
 from expect_ct.mitm.connections import Connections
+from expect_ct.mitm.connections import request_authority
 from expect_ct.mitm.connections import request_host
 from expect_ct.mitm.connections import server_identity
 from expect_ct.mitm.faults import Faults
@@ -222,6 +223,7 @@ class ExpectCT:
             captured=handshake.captured,
             tls_version=handshake.tls_version,
             chain_der=handshake.chain_der if served is handshake.chain else (),
+            verified_chain=handshake.verified_chain,
         )
         record = ConnectionRecord(
             host=host,
@@ -252,12 +254,67 @@ class ExpectCT:
         """Called by the handshake capture once per upstream handshake; False aborts it."""
         host, port = server_identity(server)
         try:
+            if handshake.leaf_error is not None:
+                return not self._unreadable_leaf(host, port, handshake.leaf_error)
             record = self._evaluate(host, port, handshake.chain, handshake)
         except Exception as e:  # noqa: BLE001 - must never escape into OpenSSL
             return not self._undecided(host, port, e)
         self.connections.live[server.id] = record
         self._settle(record)
+        if record.blocked is None:
+            # Lazy strategy: requests already waiting for this connection may name other hosts.
+            self._check_pending_authorities(server.id, record)
         return record.blocked is None
+
+    def _unreadable_leaf(self, host: str, port: int, why: str) -> bool:
+        """The served leaf cannot be parsed: nothing about its SCTs can be known. Fail
+        closed in ``all`` mode and for Known enforce hosts; returns True to refuse."""
+        mode = ctx.options.expect_ct_enforce
+        reason = None
+        if mode != "off" and not self._log_list_stale():
+            known = self.known_hosts.lookup(host) if self.store is not None else None
+            if known is not None and known.enforce:
+                reason = f"{host} is a Known Expect-CT Host with enforce and {why}"
+            elif mode == "all":
+                reason = f"{why}: its SCTs cannot be checked (expect_ct_enforce=all)"
+        if reason is None:
+            logger.warning(f"Expect-CT: {host}:{port}: {why}; not checked")
+            return False
+        self._record_block(host, port, reason)
+        return True
+
+    def _record_block(self, host: str, port: int, reason: str, **fields: Any) -> None:
+        """The ``blocked`` record: only for traffic that really was refused."""
+        self.stats["blocked"] += 1
+        logger.warning(f"Expect-CT: blocked {host}:{port}: {reason}")
+        self.reporting.write_event("blocked", host, port, reason=reason, **fields)
+
+    def _authority_block(self, host: str, record: ConnectionRecord) -> str | None:
+        """Why a request naming ``host`` must not use the connection ``record`` describes
+        (opened and judged for another name), or None (issue 17, attack 3)."""
+        if record.verdict.compliant or record.exempt or self._log_list_stale():
+            return None
+        known = self.known_hosts.lookup(host) if self.store is not None else None
+        reason = decisions.block_reason(
+            mode=ctx.options.expect_ct_enforce,
+            host=host,
+            chain=record.chain.kind,
+            verdict=record.verdict,
+            known=known,
+        )
+        if reason is None:
+            return None
+        return f"{reason} (the request names {host} on a connection opened for {record.host})"
+
+    def _check_pending_authorities(self, server_id: str, record: ConnectionRecord) -> None:
+        for host in sorted(self.connections.pending_authorities.get(server_id) or ()):
+            if host == record.host:
+                continue
+            reason = self._authority_block(host, record)
+            if reason is not None:
+                record.blocked = reason
+                self._record_block(record.host, record.port, reason, request_host=host)
+                return
 
     def _undecided(self, host: str, port: int, error: Exception) -> bool:
         """Evaluation failed: log it and return True if the connection must be refused."""
@@ -487,9 +544,24 @@ class ExpectCT:
         if flow.request.scheme != "https":
             return
         record = self._record_for_flow(flow)
+        authority = request_authority(flow)
         if record is None:
+            if not flow.server_conn.connected:
+                # Lazy strategy: the connection opens after this hook; its handshake decision
+                # also judges the names its waiting requests carry.
+                self.connections.expect_authority(flow.server_conn.id, authority)
             return
         self._annotate(flow, record)
+        if record.blocked is None and authority != record.host:
+            reason = self._authority_block(authority, record)
+            if reason is not None:
+                self._record_block(authority, flow.request.port, reason, connection=record.host)
+                self._answer_blocked(
+                    flow,
+                    f"Host: {authority}\nPolicy: {record.verdict.policy}\nReason: {reason}\n",
+                )
+                self.annotator.blocked(flow, reason, response=True, summary=record.summary())
+                return
         if record.blocked is not None:
             self._answer_blocked(
                 flow,

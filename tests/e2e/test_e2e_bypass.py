@@ -158,7 +158,6 @@ def settle(proxy: Mitmdump, seconds: float = 0.5) -> None:
 # ------------------------------------------ attack 3: a request riding another name's connection
 
 
-@ADDON_STEP
 @pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "http2"])
 def test_attack_3_request_for_a_known_host_on_a_connection_opened_for_another_name(
     world: World, sites: Sites, tmp_path: Path, http2: bool
@@ -204,7 +203,6 @@ def _all_mode_refuses(world: World, site: Site, tmp_path: Path) -> None:
             assert "Traceback" not in proxy.log_text()
 
 
-@ADDON_STEP
 def test_attack_4_an_unparsable_extra_certificate_does_not_exempt_the_chain(
     world: World, sites: Sites, tmp_path: Path
 ) -> None:
@@ -212,7 +210,6 @@ def test_attack_4_an_unparsable_extra_certificate_does_not_exempt_the_chain(
     _all_mode_refuses(world, sites.junk_extra, tmp_path)
 
 
-@ADDON_STEP
 def test_attack_5_a_leaf_only_cryptography_refuses_is_still_public(
     world: World, sites: Sites, tmp_path: Path
 ) -> None:
@@ -292,7 +289,6 @@ def test_attack_6_an_idna2008_name_becomes_known_and_is_enforced(
 # -------------------------------------------------- attack 7: a short max-age, sent every time
 
 
-@ADDON_STEP
 def test_attack_7_a_short_max_age_sent_on_every_response_keeps_the_host_known(
     world: World, sites: Sites, tmp_path: Path
 ) -> None:

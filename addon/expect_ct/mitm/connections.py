@@ -10,6 +10,7 @@ from typing import Any
 from cryptography import x509
 from mitmproxy import connection
 from mitmproxy import http
+from mitmproxy.net.http import url
 
 from expect_ct import cache
 from expect_ct import chain as chainmod
@@ -20,6 +21,7 @@ from expect_ct import tls as tlsmod
 
 # Bounded: a long-running proxy sees unbounded numbers of connections and hosts.
 RECENT_CONNECTIONS = 1024
+PENDING_AUTHORITIES = 16  # per lazy connection: HTTP/2 streams racing its handshake
 
 
 @dataclasses.dataclass
@@ -85,10 +87,22 @@ class Connections:
         # Recently closed upstream connections: the response hook can run after
         # server_disconnected (mitmproxy 11, `Connection: close`), and must not re-evaluate.
         self.closed: cache.BoundedMap[str, ConnectionRecord] = cache.BoundedMap(RECENT_CONNECTIONS)
+        # Lazy strategy: the request names (Host / :authority) waiting for each connection.
+        self.pending_authorities: cache.BoundedMap[str, set[str]] = cache.BoundedMap(
+            RECENT_CONNECTIONS
+        )
         # The latest connection per host, for expectct.testreport's body.
         self.last_seen: cache.BoundedMap[str, ConnectionRecord] = cache.BoundedMap(
             RECENT_CONNECTIONS
         )
+
+    def expect_authority(self, server_id: str, host: str) -> None:
+        """A request naming ``host`` waits for the (lazy) connection ``server_id``."""
+        hosts = self.pending_authorities.get(server_id)
+        if hosts is None:
+            self.pending_authorities.put(server_id, {host})
+        elif len(hosts) < PENDING_AUTHORITIES:
+            hosts.add(host)
 
     def find(self, server_id: str) -> ConnectionRecord | None:
         return self.live.get(server_id) or self.aborted.get(server_id) or self.closed.get(server_id)
@@ -122,3 +136,17 @@ def server_identity(server: connection.Server) -> tuple[str, int]:
 def request_host(flow: http.HTTPFlow) -> str:
     """The flow's upstream host name as server_identity() spells it."""
     return storemod.host_key(flow.server_conn.sni or flow.request.host)
+
+
+def request_authority(flow: http.HTTPFlow) -> str:
+    """The host the request itself names (Host / :authority), as server_identity() spells
+    it: a request may ride a connection opened for another name (issue 17, attack 3)."""
+    authority = flow.request.host_header
+    if authority:
+        try:
+            host = url.parse_authority(authority, check=False)[0]
+        except ValueError:
+            host = flow.request.host
+    else:
+        host = flow.request.host
+    return storemod.host_key(host)
