@@ -30,6 +30,7 @@ from expect_ct import chain as chainmod
 from expect_ct import decisions
 from expect_ct import engine as enginemod
 from expect_ct import loglist as loglistmod
+from expect_ct import quic as quicmod
 from expect_ct import records
 from expect_ct import report as reportmod
 from expect_ct import store as storemod
@@ -61,6 +62,7 @@ class ExpectCT:
 
     def __init__(self) -> None:
         self.capture = tlsmod.HandshakeCapture()
+        self.quic_capture = quicmod.QuicCapture()
         self.faults = Faults()
         self.known_hosts = KnownHosts(self.faults)
         self.reporting = Reporting(self.faults)
@@ -107,6 +109,11 @@ class ExpectCT:
             logger.warning(
                 f"Expect-CT: SCTs from the TLS extension and stapled OCSP cannot be captured "
                 f"({problem}); only embedded SCTs are checked."
+            )
+        problem = self.quic_capture.install(self._decide_quic)
+        if problem:
+            logger.warning(
+                f"Expect-CT: QUIC upstreams cannot be refused in the handshake ({problem})."
             )
 
     def configure(self, updated: set[str]) -> None:
@@ -190,6 +197,7 @@ class ExpectCT:
 
     def done(self) -> None:
         self.capture.uninstall()
+        self.quic_capture.uninstall()
         if self.stats["connections"]:
             logger.info(self.summary())
         self.reporting.close()
@@ -265,6 +273,17 @@ class ExpectCT:
             # Lazy strategy: requests already waiting for this connection may name other hosts.
             self._check_pending_authorities(server.id, record)
         return record.blocked is None
+
+    def _decide_quic(
+        self, server: connection.Server, handshake: tlsmod.HandshakeSCTs
+    ) -> str | None:
+        """The QUIC handshake's decision point (quic.py): why to refuse, or None."""
+        if self._decide(server, handshake):
+            return None
+        record = self.connections.live.get(server.id)
+        if record is not None and record.blocked is not None:
+            return record.blocked
+        return "the connection cannot be checked and the host requires enforcement"
 
     def _unreadable_leaf(self, host: str, port: int, why: str) -> bool:
         """The served leaf cannot be parsed: nothing about its SCTs can be known. Fail
@@ -433,6 +452,9 @@ class ExpectCT:
     def tls_start_server(self, data: mtls.TlsData) -> None:
         self.capture.tls_start_server(data)
 
+    def quic_start_server(self, data: Any) -> None:
+        self.quic_capture.quic_start_server(data, ctx.master.addons.get("tlsconfig"))
+
     def tls_established_server(self, data: mtls.TlsData) -> None:
         try:
             self._tls_established_server(data)
@@ -468,6 +490,20 @@ class ExpectCT:
             # Refuse the connection before any request uses it (eager strategy: effective; lazy:
             # the request hook already ran, see README).
             server.error = f"Blocked by Expect-CT: {record.blocked}"
+            # Decided only after the handshake (no in-handshake decision point for this
+            # connection): a request already waiting for it may have been sent. Say so.
+            logger.warning(
+                f"Expect-CT: enforcement may have failed for {host}:{port}: the connection "
+                "was judged only after its handshake; a request already waiting for it "
+                "(connection_strategy=lazy) may have reached the server."
+            )
+            self.reporting.write_event(
+                "enforcement_failed",
+                host,
+                port,
+                reason=record.blocked,
+                detail="decided after the upstream handshake completed",
+            )
 
     def tls_failed_server(self, data: mtls.TlsData) -> None:
         self.connections.refused(data.conn.id, data.context.client.id)

@@ -23,8 +23,9 @@ is feature-detected by ``HandshakeCapture.install``:
   data has arrived and before the client sends its Finished; returning False there aborts the
   upstream handshake before any request byte is sent. That is the ``decide`` hook.
 
-QUIC upstreams go through aioquic, not through ``tls_start_server``: for them nothing here runs
-and ``result`` reports ``captured=False``.
+DTLS upstreams get the decision point and stapled OCSP, not the TLS extension (DTLS handshake
+headers differ). QUIC upstreams go through aioquic, not through ``tls_start_server``: for them
+nothing here runs and ``result`` reports ``captured=False``.
 """
 
 from __future__ import annotations
@@ -522,7 +523,10 @@ class HandshakeCapture:
 
     def tls_start_server(self, data: tls.TlsData) -> None:
         """Attach capture state to the upstream pyOpenSSL connection and request OCSP."""
-        if data.is_dtls or not isinstance(data.conn, connection.Server):
+        # DTLS too (issue 17, attack 2): the status callback is the decision point there as
+        # well. Its handshake messages carry a 12-byte DTLS header the message parser does
+        # not read, so TLS-extension SCTs are not captured for DTLS.
+        if not isinstance(data.conn, connection.Server):
             return
         if data.ssl_conn is None:
             # We run before TlsConfig (a -s script): let it build the connection now; its own
@@ -540,7 +544,7 @@ class HandshakeCapture:
         state = _ConnectionState(
             server=data.conn,
             decide=self._decide if self._active else None,
-            extension_capture=bool(instrumented),
+            extension_capture=bool(instrumented) and not data.is_dtls,
         )
         setattr(conn, _CONNECTION_STATE_ATTR, state)
         if callable(getattr(conn, "request_ocsp", None)):
