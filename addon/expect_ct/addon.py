@@ -326,13 +326,13 @@ class ExpectCT:
         return f"{reason} (the request names {host} on a connection opened for {record.host})"
 
     def _check_pending_authorities(self, server_id: str, record: ConnectionRecord) -> None:
-        for host in sorted(self.connections.pending_authorities.get(server_id) or ()):
+        for host in sorted(self.connections.waiting_authorities(server_id)):
             if host == record.host:
                 continue
             reason = self._authority_block(host, record)
             if reason is not None:
                 record.blocked = reason
-                self._record_block(record.host, record.port, reason, request_host=host)
+                self._record_block(host, record.port, reason, connection=record.host)
                 return
 
     def _undecided(self, host: str, port: int, error: Exception) -> bool:
@@ -450,9 +450,11 @@ class ExpectCT:
     # ------------------------------------------------------------------ hooks
 
     def tls_start_server(self, data: mtls.TlsData) -> None:
+        self.connections.client_of.put(data.conn.id, data.context.client.id)
         self.capture.tls_start_server(data)
 
     def quic_start_server(self, data: Any) -> None:
+        self.connections.client_of.put(data.conn.id, data.context.client.id)
         self.quic_capture.quic_start_server(data, ctx.master.addons.get("tlsconfig"))
 
     def tls_established_server(self, data: mtls.TlsData) -> None:
@@ -585,7 +587,7 @@ class ExpectCT:
             if not flow.server_conn.connected:
                 # Lazy strategy: the connection opens after this hook; its handshake decision
                 # also judges the names its waiting requests carry.
-                self.connections.expect_authority(flow.server_conn.id, authority)
+                self.connections.expect_authority(flow.client_conn.id, flow.id, authority)
             return
         self._annotate(flow, record)
         if record.blocked is None and authority != record.host:
@@ -606,6 +608,9 @@ class ExpectCT:
                 f"Reason: {record.blocked}\n",
             )
             self.annotator.blocked(flow, record.blocked, response=True, summary=record.summary())
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self.connections.answered(flow.client_conn.id, flow.id)
 
     def response(self, flow: http.HTTPFlow) -> None:
         # The upstream connection was already accepted (the decision is made in the handshake
@@ -641,6 +646,7 @@ class ExpectCT:
         )
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.connections.answered(flow.client_conn.id, flow.id)
         try:
             self._error(flow)
         except Exception as e:  # noqa: BLE001 - annotation only; the flow already failed

@@ -309,7 +309,12 @@ def _on_status(conn: SSL.Connection, stapled: bytes, data: Any) -> bool:
         )
         return True
     if not proceed:
-        logger.info(f"Aborting the upstream TLS handshake with {_describe(state.server)}.")
+        # mitmproxy's next line says "Server TLS handshake failed ... invalid status response":
+        # say first that this is the Expect-CT block, not a broken server.
+        logger.info(
+            f"Expect-CT: aborting the upstream TLS handshake with {_describe(state.server)} "
+            "(the CT block above; OpenSSL reports it as 'invalid status response')."
+        )
     return proceed
 
 

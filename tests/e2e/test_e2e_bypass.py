@@ -156,16 +156,19 @@ def settle(proxy: Mitmdump, seconds: float = 0.5) -> None:
 # ------------------------------------------ attack 3: a request riding another name's connection
 
 
+@pytest.mark.parametrize("strategy", ["eager", "lazy"])
 @pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "http2"])
 def test_attack_3_request_for_a_known_host_on_a_connection_opened_for_another_name(
-    world: World, sites: Sites, tmp_path: Path, http2: bool
+    world: World, sites: Sites, tmp_path: Path, http2: bool, strategy: str
 ) -> None:
-    """CONNECT (and SNI) name an unknown host; the Host / :authority names the Known one."""
+    """CONNECT (and SNI) name an unknown host; the Host / :authority names the Known one.
+    Eager: the request hook answers 502. Lazy: the connection opens after the request hook,
+    and its handshake decision judges the waiting request's name too."""
     store = tmp_path / "known.sqlite3"
     seed(store)
     with tls_impostor(sites.non_compliant.chain_pem, sites.non_compliant.key_pem) as impostor:
         resolve = {"other.bypass.test": impostor.port, KNOWN: impostor.port}
-        options = proxy_options(world, expect_ct_store=str(store))
+        options = proxy_options(world, expect_ct_store=str(store), connection_strategy=strategy)
         with Mitmdump(tmp_path, options, resolve=resolve) as proxy:
             # Control: the impostor answers under the unknown name, so it records bytes.
             control = fetch(proxy, "https://other.bypass.test/", http2=http2)

@@ -21,7 +21,7 @@ from expect_ct import tls as tlsmod
 
 # Bounded: a long-running proxy sees unbounded numbers of connections and hosts.
 RECENT_CONNECTIONS = 1024
-PENDING_AUTHORITIES = 16  # per lazy connection: HTTP/2 streams racing its handshake
+PENDING_AUTHORITIES = 64  # per client connection: HTTP/2 streams racing a lazy handshake
 
 
 @dataclasses.dataclass
@@ -87,22 +87,37 @@ class Connections:
         # Recently closed upstream connections: the response hook can run after
         # server_disconnected (mitmproxy 11, `Connection: close`), and must not re-evaluate.
         self.closed: cache.BoundedMap[str, ConnectionRecord] = cache.BoundedMap(RECENT_CONNECTIONS)
-        # Lazy strategy: the request names (Host / :authority) waiting for each connection.
-        self.pending_authorities: cache.BoundedMap[str, set[str]] = cache.BoundedMap(
+        # Lazy strategy: per client connection, the names (Host / :authority) of its requests
+        # waiting for an upstream connection (by flow id), and each upstream's client.
+        self.pending_authorities: cache.BoundedMap[str, dict[str, str]] = cache.BoundedMap(
             RECENT_CONNECTIONS
         )
+        self.client_of: cache.BoundedMap[str, str] = cache.BoundedMap(RECENT_CONNECTIONS)
         # The latest connection per host, for expectct.testreport's body.
         self.last_seen: cache.BoundedMap[str, ConnectionRecord] = cache.BoundedMap(
             RECENT_CONNECTIONS
         )
 
-    def expect_authority(self, server_id: str, host: str) -> None:
-        """A request naming ``host`` waits for the (lazy) connection ``server_id``."""
-        hosts = self.pending_authorities.get(server_id)
-        if hosts is None:
-            self.pending_authorities.put(server_id, {host})
-        elif len(hosts) < PENDING_AUTHORITIES:
-            hosts.add(host)
+    def expect_authority(self, client_id: str, flow_id: str, host: str) -> None:
+        """A request naming ``host`` waits for a (lazy) upstream connection of ``client_id``;
+        mitmproxy makes that connection after the request hook, so only the client links them."""
+        waiting = self.pending_authorities.get(client_id)
+        if waiting is None:
+            self.pending_authorities.put(client_id, {flow_id: host})
+        elif len(waiting) < PENDING_AUTHORITIES:
+            waiting[flow_id] = host
+
+    def answered(self, client_id: str, flow_id: str) -> None:
+        """The request is done (response or error): its name no longer waits."""
+        waiting = self.pending_authorities.get(client_id)
+        if waiting is not None:
+            waiting.pop(flow_id, None)
+
+    def waiting_authorities(self, server_id: str) -> set[str]:
+        """The names the requests waiting for this upstream connection's client carry."""
+        client_id = self.client_of.get(server_id)
+        waiting = self.pending_authorities.get(client_id) if client_id is not None else None
+        return set(waiting.values()) if waiting else set()
 
     def find(self, server_id: str) -> ConnectionRecord | None:
         return self.live.get(server_id) or self.aborted.get(server_id) or self.closed.get(server_id)
