@@ -46,6 +46,7 @@ from expect_ct.mitm.connections import Connections
 from expect_ct.mitm.connections import request_authority
 from expect_ct.mitm.connections import request_host
 from expect_ct.mitm.connections import server_identity
+from expect_ct.mitm.enforcement import Refusals
 from expect_ct.mitm.faults import Faults
 from expect_ct.mitm.headers import HeaderHandling
 from expect_ct.mitm.headers import expect_ct_values
@@ -70,6 +71,13 @@ class ExpectCT:
         self.annotator = Annotator()
         self.headers = HeaderHandling(
             self.faults, self.known_hosts, self.reporting, stale=self._log_list_stale
+        )
+        self.refusals = Refusals(
+            self.faults,
+            self.known_hosts,
+            self.reporting,
+            self.connections,
+            stale=self._log_list_stale,
         )
         self.commands = Commands(self)
         # The contentview comes with the addon on every launch path (-s and built in).
@@ -263,7 +271,9 @@ class ExpectCT:
         host, port = server_identity(server)
         try:
             if handshake.leaf_error is not None:
-                return not self._unreadable_leaf(host, port, handshake.leaf_error)
+                return not self.refusals.unreadable_leaf(
+                    host, port, handshake.leaf_error, mode=ctx.options.expect_ct_enforce
+                )
             record = self._evaluate(host, port, handshake.chain, handshake)
         except Exception as e:  # noqa: BLE001 - must never escape into OpenSSL
             return not self._undecided(host, port, e)
@@ -271,7 +281,9 @@ class ExpectCT:
         self._settle(record)
         if record.blocked is None:
             # Lazy strategy: requests already waiting for this connection may name other hosts.
-            self._check_pending_authorities(server.id, record)
+            self.refusals.check_waiting_requests(
+                server.id, record, mode=ctx.options.expect_ct_enforce
+            )
         return record.blocked is None
 
     def _decide_quic(
@@ -284,56 +296,6 @@ class ExpectCT:
         if record is not None and record.blocked is not None:
             return record.blocked
         return "the connection cannot be checked and the host requires enforcement"
-
-    def _unreadable_leaf(self, host: str, port: int, why: str) -> bool:
-        """The served leaf cannot be parsed: nothing about its SCTs can be known. Fail
-        closed in ``all`` mode and for Known enforce hosts; returns True to refuse."""
-        mode = ctx.options.expect_ct_enforce
-        reason = None
-        if mode != "off" and not self._log_list_stale():
-            known = self.known_hosts.lookup(host) if self.store is not None else None
-            if known is not None and known.enforce:
-                reason = f"{host} is a Known Expect-CT Host with enforce and {why}"
-            elif mode == "all":
-                reason = f"{why}: its SCTs cannot be checked (expect_ct_enforce=all)"
-        if reason is None:
-            logger.warning(f"Expect-CT: {host}:{port}: {why}; not checked")
-            return False
-        self._record_block(host, port, reason)
-        return True
-
-    def _record_block(self, host: str, port: int, reason: str, **fields: Any) -> None:
-        """The ``blocked`` record: only for traffic that really was refused."""
-        self.stats["blocked"] += 1
-        logger.warning(f"Expect-CT: blocked {host}:{port}: {reason}")
-        self.reporting.write_event("blocked", host, port, reason=reason, **fields)
-
-    def _authority_block(self, host: str, record: ConnectionRecord) -> str | None:
-        """Why a request naming ``host`` must not use the connection ``record`` describes
-        (opened and judged for another name), or None (issue 17, attack 3)."""
-        if record.verdict.compliant or record.exempt or self._log_list_stale():
-            return None
-        known = self.known_hosts.lookup(host) if self.store is not None else None
-        reason = decisions.block_reason(
-            mode=ctx.options.expect_ct_enforce,
-            host=host,
-            chain=record.chain.kind,
-            verdict=record.verdict,
-            known=known,
-        )
-        if reason is None:
-            return None
-        return f"{reason} (the request names {host} on a connection opened for {record.host})"
-
-    def _check_pending_authorities(self, server_id: str, record: ConnectionRecord) -> None:
-        for host in sorted(self.connections.waiting_authorities(server_id)):
-            if host == record.host:
-                continue
-            reason = self._authority_block(host, record)
-            if reason is not None:
-                record.blocked = reason
-                self._record_block(host, record.port, reason, connection=record.host)
-                return
 
     def _undecided(self, host: str, port: int, error: Exception) -> bool:
         """Evaluation failed: log it and return True if the connection must be refused."""
@@ -385,7 +347,15 @@ class ExpectCT:
             else:
                 record.blocked = reason
         self._log_connection(record)
-        if record.blocked is not None:
+        if record.blocked is not None and record.decided_late:
+            self.refusals.enforcement_failed(
+                record.host,
+                record.port,
+                record.blocked,
+                "judged only after the request reached the server (its handshake was not "
+                "seen); the response is withheld",
+            )
+        elif record.blocked is not None:
             self.stats["blocked"] += 1
             logger.warning(f"Expect-CT: blocked {record.host}:{record.port}: {record.blocked}")
             self.reporting.write_event(
@@ -494,17 +464,12 @@ class ExpectCT:
             server.error = f"Blocked by Expect-CT: {record.blocked}"
             # Decided only after the handshake (no in-handshake decision point for this
             # connection): a request already waiting for it may have been sent. Say so.
-            logger.warning(
-                f"Expect-CT: enforcement may have failed for {host}:{port}: the connection "
-                "was judged only after its handshake; a request already waiting for it "
-                "(connection_strategy=lazy) may have reached the server."
-            )
-            self.reporting.write_event(
-                "enforcement_failed",
+            self.refusals.enforcement_failed(
                 host,
                 port,
-                reason=record.blocked,
-                detail="decided after the upstream handshake completed",
+                record.blocked,
+                "judged only after the upstream handshake completed; a request already "
+                "waiting for the connection (connection_strategy=lazy) may have reached it",
             )
 
     def tls_failed_server(self, data: mtls.TlsData) -> None:
@@ -513,7 +478,9 @@ class ExpectCT:
     def server_disconnected(self, data: Any) -> None:
         self.connections.disconnected(data.server.id)
 
-    def _record_for_flow(self, flow: http.HTTPFlow) -> ConnectionRecord | None:
+    def _record_for_flow(
+        self, flow: http.HTTPFlow, *, late: bool = False
+    ) -> ConnectionRecord | None:
         # HTTP/3 upstreams never pass through the TLS hooks (aioquic does the handshake): their
         # connection is evaluated here, from the embedded SCTs, when its first flow arrives.
         server = flow.server_conn
@@ -535,6 +502,8 @@ class ExpectCT:
         )
         # An exception here reaches the hook's wrapper, which fails closed where required.
         record = self._evaluate(host, port, served, handshake)
+        # From the response hook: the request already reached the server, nothing is refused.
+        record.decided_late = late
         self.connections.live[server.id] = record
         self._settle(record)
         return record
@@ -591,9 +560,11 @@ class ExpectCT:
             return
         self._annotate(flow, record)
         if record.blocked is None and authority != record.host:
-            reason = self._authority_block(authority, record)
+            reason = self.refusals.for_authority(
+                authority, record, mode=ctx.options.expect_ct_enforce
+            )
             if reason is not None:
-                self._record_block(authority, flow.request.port, reason, connection=record.host)
+                self.refusals.blocked(authority, flow.request.port, reason, connection=record.host)
                 self._answer_blocked(
                     flow,
                     f"Host: {authority}\nPolicy: {record.verdict.policy}\nReason: {reason}\n",
@@ -627,9 +598,18 @@ class ExpectCT:
         values = expect_ct_values(flow.response.headers)
         record = None
         if flow.request.scheme == "https":
-            record = self._record_for_flow(flow)
+            record = self._record_for_flow(flow, late=True)
             if record is not None:
                 self._annotate(flow, record)
+                if record.blocked is not None and record.decided_late:
+                    # Too late to keep the request from the server; the client at least does
+                    # not get what a non-compliant server answered.
+                    self._answer_blocked(
+                        flow,
+                        f"Host: {record.host}:{record.port}\nReason: {record.blocked}\n"
+                        "Note: the request had already reached the server.\n",
+                    )
+                    return
         if not values:
             return
         self.annotator.header(flow, self._process_header(flow, values, record))

@@ -39,6 +39,8 @@ class ConnectionRecord:
     would_block: str | None = None  # why it would have been refused (blocking suspended)
     reported: bool = False
     logged: bool = False
+    # Judged only in the response hook (no handshake decision ran): a block is not a refusal.
+    decided_late: bool = False
     # The handshake's SCT data as flow metadata (base64), built once and shared by its flows.
     handshake_meta: dict[str, str | None] | None = None
     # The Expect-CT field values last processed on this connection, when, the result, and
