@@ -110,7 +110,9 @@ def test_a_block_decided_in_the_response_hook_is_enforcement_failed_not_blocked(
     """No handshake decision ran (e.g. the capture is unavailable) and the request went out:
     the record says so, and the client does not get the non-compliant server's answer."""
     server = upstream(KNOWN)
-    chain: tuple[x509.Certificate, ...] = (world.non_compliant.cert, world.public_inter.cert)
+    leaf = world.non_compliant.cert
+    assert isinstance(leaf, x509.Certificate)
+    chain = (leaf, world.public_inter.cert)
     server.certificate_list = [
         certs.Cert.from_pem(c.public_bytes(serialization.Encoding.PEM)) for c in chain
     ]
