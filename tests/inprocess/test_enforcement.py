@@ -126,3 +126,5 @@ def test_a_block_decided_in_the_response_hook_is_enforcement_failed_not_blocked(
     [failed] = events(tmp_path, "enforcement_failed")
     assert failed["host"] == KNOWN and "Known Expect-CT Host" in failed["reason"]
     assert loaded.addon.stats["blocked"] == 0 and loaded.addon.stats["enforcement_failed"] == 1
+    rows = dict(line.strip().rsplit(maxsplit=1) for line in loaded.addon.summary().splitlines()[1:])
+    assert rows["NOT refused in time"] == "1" and rows["blocked"] == "0"

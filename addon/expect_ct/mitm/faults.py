@@ -122,6 +122,7 @@ class Faults:
                 ("store read errors", "store_read_errors"),
                 ("store write errors", "store_write_errors"),
                 ("internal errors", "internal_errors"),
+                ("NOT refused in time", "enforcement_failed"),
             )
             if stats[key]
         ]
