@@ -30,6 +30,7 @@ from expect_ct import chain as chainmod
 from expect_ct import decisions
 from expect_ct import engine as enginemod
 from expect_ct import loglist as loglistmod
+from expect_ct import quic as quicmod
 from expect_ct import records
 from expect_ct import report as reportmod
 from expect_ct import store as storemod
@@ -42,8 +43,10 @@ from expect_ct.mitm.annotate import Annotator
 from expect_ct.mitm.commands import Commands
 from expect_ct.mitm.connections import ConnectionRecord
 from expect_ct.mitm.connections import Connections
+from expect_ct.mitm.connections import request_authority
 from expect_ct.mitm.connections import request_host
 from expect_ct.mitm.connections import server_identity
+from expect_ct.mitm.enforcement import Refusals
 from expect_ct.mitm.faults import Faults
 from expect_ct.mitm.headers import HeaderHandling
 from expect_ct.mitm.headers import expect_ct_values
@@ -62,6 +65,7 @@ class ExpectCT:
 
     def __init__(self) -> None:
         self.capture = tlsmod.HandshakeCapture()
+        self.quic_capture = quicmod.QuicCapture()
         self.faults = Faults()
         self.known_hosts = KnownHosts(self.faults)
         self.reporting = Reporting(self.faults, claim=self.known_hosts.claim_report)
@@ -69,6 +73,13 @@ class ExpectCT:
         self.annotator = Annotator()
         self.headers = HeaderHandling(
             self.faults, self.known_hosts, self.reporting, stale=self._log_list_stale
+        )
+        self.refusals = Refusals(
+            self.faults,
+            self.known_hosts,
+            self.reporting,
+            self.connections,
+            stale=self._log_list_stale,
         )
         self.commands = Commands(self)
         # The contentview comes with the addon on every launch path (-s and built in).
@@ -109,6 +120,11 @@ class ExpectCT:
             logger.warning(
                 f"Expect-CT: SCTs from the TLS extension and stapled OCSP cannot be captured "
                 f"({problem}); only embedded SCTs are checked."
+            )
+        problem = self.quic_capture.install(self._decide_quic)
+        if problem:
+            logger.warning(
+                f"Expect-CT: QUIC upstreams cannot be refused in the handshake ({problem})."
             )
 
     def configure(self, updated: set[str]) -> None:
@@ -214,6 +230,7 @@ class ExpectCT:
     def done(self) -> None:
         self.log_lists.stop()
         self.capture.uninstall()
+        self.quic_capture.uninstall()
         if self.stats["connections"]:
             logger.info(self.summary())
         self.reporting.close()
@@ -247,6 +264,7 @@ class ExpectCT:
             captured=handshake.captured,
             tls_version=handshake.tls_version,
             chain_der=handshake.chain_der if served is handshake.chain else (),
+            verified_chain=handshake.verified_chain,
         )
         record = ConnectionRecord(
             host=host,
@@ -277,12 +295,32 @@ class ExpectCT:
         """Called by the handshake capture once per upstream handshake; False aborts it."""
         host, port = server_identity(server)
         try:
+            if handshake.leaf_error is not None:
+                return not self.refusals.unreadable_leaf(
+                    host, port, handshake.leaf_error, mode=ctx.options.expect_ct_enforce
+                )
             record = self._evaluate(host, port, handshake.chain, handshake)
         except Exception as e:  # noqa: BLE001 - must never escape into OpenSSL
             return not self._undecided(host, port, e)
         self.connections.live[server.id] = record
         self._settle(record)
+        if record.blocked is None:
+            # Lazy strategy: requests already waiting for this connection may name other hosts.
+            self.refusals.check_waiting_requests(
+                server.id, record, mode=ctx.options.expect_ct_enforce
+            )
         return record.blocked is None
+
+    def _decide_quic(
+        self, server: connection.Server, handshake: tlsmod.HandshakeSCTs
+    ) -> str | None:
+        """The QUIC handshake's decision point (quic.py): why to refuse, or None."""
+        if self._decide(server, handshake):
+            return None
+        record = self.connections.live.get(server.id)
+        if record is not None and record.blocked is not None:
+            return record.blocked
+        return "the connection cannot be checked and the host requires enforcement"
 
     def _undecided(self, host: str, port: int, error: Exception) -> bool:
         """Evaluation failed: log it and return True if the connection must be refused."""
@@ -334,7 +372,15 @@ class ExpectCT:
             else:
                 record.blocked = reason
         self._log_connection(record)
-        if record.blocked is not None:
+        if record.blocked is not None and record.decided_late:
+            self.refusals.enforcement_failed(
+                record.host,
+                record.port,
+                record.blocked,
+                "judged only after the request reached the server (its handshake was not "
+                "seen); the response is withheld",
+            )
+        elif record.blocked is not None:
             self.stats["blocked"] += 1
             logger.warning(f"Expect-CT: blocked {record.host}:{record.port}: {record.blocked}")
             self.reporting.write_event(
@@ -399,7 +445,12 @@ class ExpectCT:
     # ------------------------------------------------------------------ hooks
 
     def tls_start_server(self, data: mtls.TlsData) -> None:
+        self.connections.client_of.put(data.conn.id, data.context.client.id)
         self.capture.tls_start_server(data)
+
+    def quic_start_server(self, data: Any) -> None:
+        self.connections.client_of.put(data.conn.id, data.context.client.id)
+        self.quic_capture.quic_start_server(data, ctx.master.addons.get("tlsconfig"))
 
     def tls_established_server(self, data: mtls.TlsData) -> None:
         try:
@@ -436,6 +487,15 @@ class ExpectCT:
             # Refuse the connection before any request uses it (eager strategy: effective; lazy:
             # the request hook already ran, see README).
             server.error = f"Blocked by Expect-CT: {record.blocked}"
+            # Decided only after the handshake (no in-handshake decision point for this
+            # connection): a request already waiting for it may have been sent. Say so.
+            self.refusals.enforcement_failed(
+                host,
+                port,
+                record.blocked,
+                "judged only after the upstream handshake completed; a request already "
+                "waiting for the connection (connection_strategy=lazy) may have reached it",
+            )
 
     def tls_failed_server(self, data: mtls.TlsData) -> None:
         self.connections.refused(data.conn.id, data.context.client.id)
@@ -443,7 +503,9 @@ class ExpectCT:
     def server_disconnected(self, data: Any) -> None:
         self.connections.disconnected(data.server.id)
 
-    def _record_for_flow(self, flow: http.HTTPFlow) -> ConnectionRecord | None:
+    def _record_for_flow(
+        self, flow: http.HTTPFlow, *, late: bool = False
+    ) -> ConnectionRecord | None:
         # HTTP/3 upstreams never pass through the TLS hooks (aioquic does the handshake): their
         # connection is evaluated here, from the embedded SCTs, when its first flow arrives.
         server = flow.server_conn
@@ -465,6 +527,8 @@ class ExpectCT:
         )
         # An exception here reaches the hook's wrapper, which fails closed where required.
         record = self._evaluate(host, port, served, handshake)
+        # From the response hook: the request already reached the server, nothing is refused.
+        record.decided_late = late
         self.connections.live[server.id] = record
         self._settle(record)
         return record
@@ -528,9 +592,26 @@ class ExpectCT:
         if flow.request.scheme != "https":
             return
         record = self._record_for_flow(flow)
+        authority = request_authority(flow)
         if record is None:
+            if not flow.server_conn.connected:
+                # Lazy strategy: the connection opens after this hook; its handshake decision
+                # also judges the names its waiting requests carry.
+                self.connections.expect_authority(flow.client_conn.id, flow.id, authority)
             return
         self._annotate(flow, record)
+        if record.blocked is None and authority != record.host:
+            reason = self.refusals.for_authority(
+                authority, record, mode=ctx.options.expect_ct_enforce
+            )
+            if reason is not None:
+                self.refusals.blocked(authority, flow.request.port, reason, connection=record.host)
+                self._answer_blocked(
+                    flow,
+                    f"Host: {authority}\nPolicy: {record.verdict.policy}\nReason: {reason}\n",
+                )
+                self.annotator.blocked(flow, reason, response=True, summary=record.summary())
+                return
         if record.blocked is not None:
             self._answer_blocked(
                 flow,
@@ -539,6 +620,9 @@ class ExpectCT:
                 f"Reason: {record.blocked}\n",
             )
             self.annotator.blocked(flow, record.blocked, response=True, summary=record.summary())
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self.connections.answered(flow.client_conn.id, flow.id)
 
     def response(self, flow: http.HTTPFlow) -> None:
         # The upstream connection was already accepted (the decision is made in the handshake
@@ -555,9 +639,18 @@ class ExpectCT:
         values = expect_ct_values(flow.response.headers)
         record = None
         if flow.request.scheme == "https":
-            record = self._record_for_flow(flow)
+            record = self._record_for_flow(flow, late=True)
             if record is not None:
                 self._annotate(flow, record)
+                if record.blocked is not None and record.decided_late:
+                    # Too late to keep the request from the server; the client at least does
+                    # not get what a non-compliant server answered.
+                    self._answer_blocked(
+                        flow,
+                        f"Host: {record.host}:{record.port}\nReason: {record.blocked}\n"
+                        "Note: the request had already reached the server.\n",
+                    )
+                    return
         if not values:
             return
         self.annotator.header(flow, self._process_header(flow, values, record))
@@ -574,6 +667,7 @@ class ExpectCT:
         )
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.connections.answered(flow.client_conn.id, flow.id)
         try:
             self._error(flow)
         except Exception as e:  # noqa: BLE001 - annotation only; the flow already failed

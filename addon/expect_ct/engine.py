@@ -217,6 +217,7 @@ class Engine:
         captured: bool,
         tls_version: str | None,
         chain_der: Sequence[bytes] = (),
+        verified_chain: Sequence[bytes] = (),
         now: datetime.datetime | None = None,
         sources: dict[str, str] | None = None,
     ) -> Evaluation:
@@ -225,6 +226,7 @@ class Engine:
         ``captured``: whether the handshake was looked at (False: TLS-extension and OCSP
         SCTs were "not observed"). ``sources`` overrides the record's ``sources`` field.
         ``chain_der``: the served chain as DER, when known (a cheap exact memo key).
+        ``verified_chain``: the chain the TLS stack verified (see ChainClassifier.classify).
         """
         at = now
         now = now or utcnow()
@@ -242,11 +244,14 @@ class Engine:
             None if sources is None else tuple(sorted(sources.items())),
             # Evaluations at a chosen moment (check --now) are not mixed with live ones.
             at,
+            tuple(verified_chain),
         )
         memo = self.memo.get(key)
         if memo is not None:
             return memo
-        chain_result = self.classifier.classify(served, host=host, now=now)
+        chain_result = self.classifier.classify(
+            served, host=host, now=now, verified_chain=verified_chain
+        )
         verdict = self.verdicts.get_or_evaluate(
             served,
             tls_scts=tls_extension,

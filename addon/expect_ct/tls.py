@@ -23,8 +23,9 @@ is feature-detected by ``HandshakeCapture.install``:
   data has arrived and before the client sends its Finished; returning False there aborts the
   upstream handshake before any request byte is sent. That is the ``decide`` hook.
 
-QUIC upstreams go through aioquic, not through ``tls_start_server``: for them nothing here runs
-and ``result`` reports ``captured=False``.
+DTLS upstreams get the decision point and stapled OCSP, not the TLS extension (DTLS handshake
+headers differ). QUIC upstreams go through aioquic, not through ``tls_start_server``: for them
+nothing here runs and ``result`` reports ``captured=False``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from mitmproxy.net import tls as net_tls
 from OpenSSL import SSL
 from OpenSSL import crypto
 
+from expect_ct import chain as chainmod
 from expect_ct.tls_messages import CONTENT_TYPE_HANDSHAKE
 from expect_ct.tls_messages import EXT_SIGNED_CERTIFICATE_TIMESTAMP
 from expect_ct.tls_messages import HANDSHAKE_CERTIFICATE
@@ -99,6 +101,11 @@ class HandshakeSCTs:
     chain: tuple[x509.Certificate, ...]
     # The same chain as DER, when the handshake gave it as DER: a cheap exact cache key.
     chain_der: tuple[bytes, ...] = ()
+    # The chain OpenSSL verified (leaf first, anchor last), only when mitmproxy verified the
+    # upstream certificate and the result was X509_V_OK: the class is never stricter than it.
+    verified_chain: tuple[bytes, ...] = ()
+    # Set when the served leaf itself could not be parsed (``chain`` is then empty).
+    leaf_error: str | None = None
 
 
 NOTHING_CAPTURED = HandshakeSCTs(
@@ -302,7 +309,12 @@ def _on_status(conn: SSL.Connection, stapled: bytes, data: Any) -> bool:
         )
         return True
     if not proceed:
-        logger.info(f"Aborting the upstream TLS handshake with {_describe(state.server)}.")
+        # mitmproxy's next line says "Server TLS handshake failed ... invalid status response":
+        # say first that this is the Expect-CT block, not a broken server.
+        logger.info(
+            f"Expect-CT: aborting the upstream TLS handshake with {_describe(state.server)} "
+            "(the CT block above; OpenSSL reports it as 'invalid status response')."
+        )
     return proceed
 
 
@@ -362,17 +374,45 @@ def _wrap(original: Callable[..., SSL.Context], features: _Features) -> Callable
 # --- Reading results ------------------------------------------------------------------------
 
 
-def _peer_chain(conn: SSL.Connection) -> tuple[tuple[x509.Certificate, ...], tuple[bytes, ...]]:
-    """The upstream chain as cryptography objects and as DER."""
+def _peer_chain(conn: SSL.Connection) -> chainmod.ServedChain:
+    """The upstream chain as served: what cryptography can parse of it, and all of it as DER.
+
+    OpenSSL completes handshakes with chains holding extra certificates cryptography cannot
+    parse; those are skipped (the leaf and the rest are kept), never the whole chain dropped
+    (issue 17, attack 4).
+    """
     try:
         ders = tuple(
             crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
             for cert in conn.get_peer_cert_chain() or ()
         )
-        return tuple(_certificate(der) for der in ders), ders
-    except Exception:
-        logger.exception("Could not read the upstream certificate chain")
-        return (), ()
+    except Exception as e:  # noqa: BLE001 - pyOpenSSL on a hostile chain
+        logger.warning(f"Could not read the upstream certificate chain: {e}")
+        return chainmod.ServedChain((), (), f"the chain cannot be read: {e}", ())
+    try:
+        return chainmod.ServedChain(tuple(_certificate(der) for der in ders), (), None, ders)
+    except Exception:  # noqa: BLE001 - one certificate does not parse: keep what does
+        return chainmod.read_served_chain(ders)
+
+
+def _verified_chain(conn: SSL.Connection) -> tuple[bytes, ...]:
+    """The chain OpenSSL built and verified (DER, leaf first, anchor last), or ().
+
+    Only when verification is on (mitmproxy's default; ssl_insecure turns it off) and its
+    result is X509_V_OK: SSL_get0_verified_chain is empty before verification ran.
+    """
+    try:
+        if conn.get_verify_mode() == SSL.VERIFY_NONE:
+            return ()
+        ssl = getattr(conn, "_ssl", None)
+        if _lib is None or ssl is None or _lib.SSL_get_verify_result(ssl) != 0:
+            return ()
+        return tuple(
+            crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+            for cert in conn.get_verified_chain() or ()
+        )
+    except Exception:  # noqa: BLE001 - the class then rests on cryptography alone
+        return ()
 
 
 @functools.lru_cache(maxsize=512)
@@ -412,15 +452,17 @@ def _snapshot(conn: SSL.Connection, state: _ConnectionState) -> HandshakeSCTs:
     else:
         stapled = _read_staple(conn) or state.flight.ocsp_response
     capture = state.extension_capture
-    chain, chain_der = _peer_chain(conn)
+    served = _peer_chain(conn)
     return HandshakeSCTs(
         captured=capture,
         tls_extension=state.flight.tls_extension if capture else None,
         tls_extension_where=state.flight.tls_extension_where if capture else None,
         ocsp_response=stapled,
         tls_version=_tls_version(conn),
-        chain=chain,
-        chain_der=chain_der,
+        chain=served.certificates if served.leaf_error is None else (),
+        chain_der=served.ders,
+        verified_chain=_verified_chain(conn),
+        leaf_error=served.leaf_error,
     )
 
 
@@ -486,7 +528,10 @@ class HandshakeCapture:
 
     def tls_start_server(self, data: tls.TlsData) -> None:
         """Attach capture state to the upstream pyOpenSSL connection and request OCSP."""
-        if data.is_dtls or not isinstance(data.conn, connection.Server):
+        # DTLS too (issue 17, attack 2): the status callback is the decision point there as
+        # well. Its handshake messages carry a 12-byte DTLS header the message parser does
+        # not read, so TLS-extension SCTs are not captured for DTLS.
+        if not isinstance(data.conn, connection.Server):
             return
         if data.ssl_conn is None:
             # We run before TlsConfig (a -s script): let it build the connection now; its own
@@ -504,7 +549,7 @@ class HandshakeCapture:
         state = _ConnectionState(
             server=data.conn,
             decide=self._decide if self._active else None,
-            extension_capture=bool(instrumented),
+            extension_capture=bool(instrumented) and not data.is_dtls,
         )
         setattr(conn, _CONNECTION_STATE_ATTR, state)
         if callable(getattr(conn, "request_ocsp", None)):
@@ -517,15 +562,17 @@ class HandshakeCapture:
             return NOTHING_CAPTURED
         state = _state_of(conn)
         if state is None:
-            chain, chain_der = _peer_chain(conn)
+            served = _peer_chain(conn)
             return HandshakeSCTs(
                 captured=False,
                 tls_extension=None,
                 tls_extension_where=None,
                 ocsp_response=_read_staple(conn),
                 tls_version=_tls_version(conn),
-                chain=chain,
-                chain_der=chain_der,
+                chain=served.certificates if served.leaf_error is None else (),
+                chain_der=served.ders,
+                verified_chain=_verified_chain(conn),
+                leaf_error=served.leaf_error,
             )
         return _snapshot(conn, state)
 

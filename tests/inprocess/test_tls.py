@@ -651,15 +651,22 @@ def test_without_decide_the_handshake_always_continues(
     assert (result.tls_extension, result.ocsp_response) == (material.sct_list, material.ocsp)
 
 
-def test_dtls_is_left_alone(material: Material, confdir: Path) -> None:
+def test_dtls_gets_the_decision_point_but_not_the_extension_parser(
+    material: Material, confdir: Path
+) -> None:
+    """Issue 17, attack 2: DTLS upstreams are refused in the handshake like TLS ones; their
+    12-byte DTLS handshake headers are not fed to the TLS message parser."""
     with proxy("capture-first", confdir, material) as p:
-        p.capture.install()
+        p.capture.install(lambda server, handshake: True)
         server = connection.Server(address=("127.0.0.1", 9), sni="localhost")
         data = tls.TlsData(server, context.Context(tflow.tclient_conn(), p.tctx.options))
         data.is_dtls = True
         p.capture.tls_start_server(data)
-        assert data.ssl_conn is None  # we did not ask TlsConfig to build anything
-        assert p.capture.result(data) == ct_tls.NOTHING_CAPTURED
+        assert data.ssl_conn is not None  # TlsConfig built it (DTLS client method)
+        state = ct_tls._state_of(data.ssl_conn)
+        assert state is not None and state.decide is not None
+        assert not state.extension_capture
+        assert not p.capture.result(data).captured
 
 
 def test_connection_not_seen_by_the_hook_reports_not_captured(

@@ -10,6 +10,7 @@ from typing import Any
 from cryptography import x509
 from mitmproxy import connection
 from mitmproxy import http
+from mitmproxy.net.http import url
 
 from expect_ct import cache
 from expect_ct import chain as chainmod
@@ -20,6 +21,7 @@ from expect_ct import tls as tlsmod
 
 # Bounded: a long-running proxy sees unbounded numbers of connections and hosts.
 RECENT_CONNECTIONS = 1024
+PENDING_AUTHORITIES = 64  # per client connection: HTTP/2 streams racing a lazy handshake
 
 
 @dataclasses.dataclass
@@ -37,6 +39,8 @@ class ConnectionRecord:
     would_block: str | None = None  # why it would have been refused (blocking suspended)
     reported: bool = False
     logged: bool = False
+    # Judged only in the response hook (no handshake decision ran): a block is not a refusal.
+    decided_late: bool = False
     # The handshake's SCT data as flow metadata (base64), built once and shared by its flows.
     handshake_meta: dict[str, str | None] | None = None
     # The Expect-CT field values last processed on this connection, when, the result, and
@@ -85,10 +89,37 @@ class Connections:
         # Recently closed upstream connections: the response hook can run after
         # server_disconnected (mitmproxy 11, `Connection: close`), and must not re-evaluate.
         self.closed: cache.BoundedMap[str, ConnectionRecord] = cache.BoundedMap(RECENT_CONNECTIONS)
+        # Lazy strategy: per client connection, the names (Host / :authority) of its requests
+        # waiting for an upstream connection (by flow id), and each upstream's client.
+        self.pending_authorities: cache.BoundedMap[str, dict[str, str]] = cache.BoundedMap(
+            RECENT_CONNECTIONS
+        )
+        self.client_of: cache.BoundedMap[str, str] = cache.BoundedMap(RECENT_CONNECTIONS)
         # The latest connection per host, for expectct.testreport's body.
         self.last_seen: cache.BoundedMap[str, ConnectionRecord] = cache.BoundedMap(
             RECENT_CONNECTIONS
         )
+
+    def expect_authority(self, client_id: str, flow_id: str, host: str) -> None:
+        """A request naming ``host`` waits for a (lazy) upstream connection of ``client_id``;
+        mitmproxy makes that connection after the request hook, so only the client links them."""
+        waiting = self.pending_authorities.get(client_id)
+        if waiting is None:
+            self.pending_authorities.put(client_id, {flow_id: host})
+        elif len(waiting) < PENDING_AUTHORITIES:
+            waiting[flow_id] = host
+
+    def answered(self, client_id: str, flow_id: str) -> None:
+        """The request is done (response or error): its name no longer waits."""
+        waiting = self.pending_authorities.get(client_id)
+        if waiting is not None:
+            waiting.pop(flow_id, None)
+
+    def waiting_authorities(self, server_id: str) -> set[str]:
+        """The names the requests waiting for this upstream connection's client carry."""
+        client_id = self.client_of.get(server_id)
+        waiting = self.pending_authorities.get(client_id) if client_id is not None else None
+        return set(waiting.values()) if waiting else set()
 
     def find(self, server_id: str) -> ConnectionRecord | None:
         return self.live.get(server_id) or self.aborted.get(server_id) or self.closed.get(server_id)
@@ -122,3 +153,17 @@ def server_identity(server: connection.Server) -> tuple[str, int]:
 def request_host(flow: http.HTTPFlow) -> str:
     """The flow's upstream host name as server_identity() spells it."""
     return storemod.host_key(flow.server_conn.sni or flow.request.host)
+
+
+def request_authority(flow: http.HTTPFlow) -> str:
+    """The host the request itself names (Host / :authority), as server_identity() spells
+    it: a request may ride a connection opened for another name (issue 17, attack 3)."""
+    authority = flow.request.host_header
+    if authority:
+        try:
+            host = url.parse_authority(authority, check=False)[0]
+        except ValueError:
+            host = flow.request.host
+    else:
+        host = flow.request.host
+    return storemod.host_key(host)

@@ -124,6 +124,7 @@ class Faults:
                 ("notes queued (store unreachable)", "store_pending"),
                 ("reports sent by another proxy", "reports_fleet_suppressed"),
                 ("internal errors", "internal_errors"),
+                ("NOT refused in time", "enforcement_failed"),
             )
             if stats[key]
         ]

@@ -130,6 +130,10 @@ class HeaderHandling:
                 seen = self.memo.get(memo_key)
             if seen is not None and clock - seen[0] < HEADER_REFRESH:
                 self.faults.stats["header_repeats"] += 1
+                # The memo skips re-parsing and logging, never the store refresh: every valid
+                # header moves the expiry (RFC 9163 2.3.2.2), or a short max-age lapses while
+                # the host keeps asking for it (issue 17, attack 7).
+                self._refresh(host, seen[1])
                 record.last_header = (values, seen[0], seen[1], self.generation)
                 # The report is per connection (RFC 9163 2.3.3), not per memoised header.
                 self._maybe_report(host, record, seen[1])
@@ -193,6 +197,23 @@ class HeaderHandling:
         self.reporting.write_event("header", host, port, **meta)
         self.request_memo.put(key, (clock, meta))
         return meta
+
+    def _refresh(self, host: str, meta: dict[str, Any]) -> None:
+        """Apply a memoised header to the store again (it was applied when first seen)."""
+        if meta.get("action") not in (decisions.NOTED, decisions.UPDATED):
+            return
+        if self.known_hosts.store is None:
+            return
+        try:
+            self.known_hosts.observe(
+                host,
+                max_age=meta["max_age"],
+                enforce=meta["enforce"],
+                report_uri=meta["report_uri"],
+            )
+        except (ValueError, storemod.StoreError):
+            return  # logged by known_hosts when first seen; the flow is still served
+        self.faults.stats["header_refreshes"] += 1
 
     def _effect(
         self,
