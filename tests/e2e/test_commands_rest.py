@@ -40,8 +40,8 @@ COMMANDS = {
     "expectct.export",
     "expectct.show",
 }
-# Added by the log-list work (issue 15) in parallel with this file: listed when present, and
-# to be given their own cases below when merged.
+# The log-list commands (issue 15); test_loglist_refresh.py also calls them over REST while a
+# real refresh turns a stale list fresh.
 LOG_LIST_COMMANDS = {"expectct.loglist", "expectct.loglist.update"}
 
 
@@ -68,8 +68,15 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]
 
 def test_every_expectct_command_is_offered_to_mitmweb(run: Run) -> None:
     listed = {name for name in run.web.request("GET", "/commands") if name.startswith("expectct.")}
-    assert COMMANDS <= listed
-    assert listed - COMMANDS <= LOG_LIST_COMMANDS, "a new command needs its REST case here"
+    assert COMMANDS | LOG_LIST_COMMANDS == listed, "a new command needs its REST case here"
+
+
+def test_loglist_with_updates_off(run: Run) -> None:
+    status = run.web.run_command("expectct.loglist")
+    assert status["source"] == "off"  # the test proxies set expect_ct_log_list_update=off
+    assert status["logs"] == 2 and status["blocking_suspended"] is False
+    with pytest.raises(CommandFailed, match="updates are off"):
+        run.web.run_command("expectct.loglist.update")
 
 
 def test_show(run: Run) -> None:
