@@ -76,6 +76,9 @@ class ExpectCT:
         self.engine: enginemod.Engine | None = None
         self.verdicts = cache.VerdictCache(enginemod.VERDICT_CACHE_SIZE)
         self._hosts_seen: set[str] = set()
+        # (expect_ct_dialect, expect_ct_max_age_cap), read in configure: every response with
+        # an Expect-CT header needs them, and each ctx.options read costs a dict walk.
+        self._header_options: tuple[str, int] | None = None
         # Until one configure has succeeded, every configure sets up everything (see configure).
         self.configured = False
 
@@ -128,6 +131,8 @@ class ExpectCT:
     def _configure(self, updated: set[str]) -> None:
         opts = ctx.options
         optionsmod.check_values(opts, updated)
+        if {"expect_ct_dialect", "expect_ct_max_age_cap"} & updated:
+            self._header_options = (opts.expect_ct_dialect, opts.expect_ct_max_age_cap)
         if optionsmod.LOG_LIST_OPTIONS & updated:
             self._configure_log_list()
         if optionsmod.ROOTS_OPTIONS & updated:
@@ -524,13 +529,11 @@ class ExpectCT:
     def _process_header(
         self, flow: http.HTTPFlow, values: list[str], record: ConnectionRecord | None
     ) -> dict[str, Any]:
-        return self.headers.process(
-            flow,
-            values,
-            record,
-            dialect=ctx.options.expect_ct_dialect,
-            max_age_cap=ctx.options.expect_ct_max_age_cap,
+        dialect, max_age_cap = self._header_options or (
+            ctx.options.expect_ct_dialect,
+            ctx.options.expect_ct_max_age_cap,
         )
+        return self.headers.process(flow, values, record, dialect=dialect, max_age_cap=max_age_cap)
 
     def error(self, flow: http.HTTPFlow) -> None:
         try:

@@ -62,9 +62,12 @@ class Annotator:
         if note.record is not None and not again:
             return
         note.record = record
-        meta = flow.metadata.setdefault(META_KEY, {})
-        for key in ("connection", "verdict", "handshake", "would_block"):
-            meta.pop(key, None)
+        meta = flow.metadata.get(META_KEY)
+        if meta is None:
+            meta = flow.metadata[META_KEY] = {}
+        else:
+            for key in ("connection", "verdict", "handshake", "would_block"):
+                meta.pop(key, None)
         meta["secure"] = True
         meta["host"] = record.host
         meta["port"] = record.port
