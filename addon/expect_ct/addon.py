@@ -7,7 +7,7 @@ the connection must be refused. Per response it processes the Expect-CT header (
 2.3) and records everything on the flow, in mitmproxy's event log and in the JSON-lines log.
 
 The parts live in expect_ct.mitm: options, connections, headers, reporting, annotate,
-commands (a sub-addon), export, faults, inputs, knownhosts and launch.
+commands (registered in load), export, faults, inputs, knownhosts and launch.
 """
 
 from __future__ import annotations
@@ -68,9 +68,12 @@ class ExpectCT:
         self.headers = HeaderHandling(
             self.faults, self.known_hosts, self.reporting, stale=self._log_list_stale
         )
+        # The commands and the contentview come with the addon on every launch path (-s and
+        # built in). They are not sub-addons (self.addons): mitmproxy walks an addon's
+        # sub-addons for every event of every flow, eight per keep-alive request, although
+        # neither has a hook; load() registers them and done() removes the view.
         self.commands = Commands(self)
-        # The contentview comes with the addon on every launch path (-s and built in).
-        self.addons = [self.commands, CTContentview()]
+        self.contentview = CTContentview()
         self.loaded_log_list: enginemod.LoadedLogList | None = None
         self.classifier: chainmod.ChainClassifier | None = None
         self.engine: enginemod.Engine | None = None
@@ -104,6 +107,9 @@ class ExpectCT:
 
     def load(self, loader: Any) -> None:
         optionsmod.add_options(loader)
+        # What AddonManager.register does for each sub-addon (commands are never removed).
+        loader.master.commands.collect_commands(self.commands)
+        self.contentview.load(loader)
         problem = self.capture.install(self._decide)
         if problem:
             logger.warning(
@@ -193,6 +199,7 @@ class ExpectCT:
             self._configure_reports()
 
     def done(self) -> None:
+        self.contentview.done()
         self.capture.uninstall()
         if self.stats["connections"]:
             logger.info(self.summary())
