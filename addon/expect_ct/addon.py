@@ -7,7 +7,7 @@ the connection must be refused. Per response it processes the Expect-CT header (
 2.3) and records everything on the flow, in mitmproxy's event log and in the JSON-lines log.
 
 The parts live in expect_ct.mitm: options, connections, headers, reporting, annotate,
-commands (a sub-addon), export, faults, inputs, knownhosts and launch.
+commands (registered in load), export, faults, inputs, knownhosts and launch.
 """
 
 from __future__ import annotations
@@ -81,15 +81,21 @@ class ExpectCT:
             self.connections,
             stale=self._log_list_stale,
         )
+        # The commands and the contentview come with the addon on every launch path (-s and
+        # built in). They are not sub-addons (self.addons): mitmproxy walks an addon's
+        # sub-addons for every event of every flow, eight per keep-alive request, although
+        # neither has a hook; load() registers them and done() removes the view.
         self.commands = Commands(self)
-        # The contentview comes with the addon on every launch path (-s and built in).
-        self.addons = [self.commands, CTContentview()]
+        self.contentview = CTContentview()
         self.loaded_log_list: enginemod.LoadedLogList | None = None
         self.classifier: chainmod.ChainClassifier | None = None
         self.engine: enginemod.Engine | None = None
         self.verdicts = cache.VerdictCache(enginemod.VERDICT_CACHE_SIZE)
         self.log_lists = LogLists(on_swap=self._log_list_swapped, write_event=self._log_list_event)
         self._hosts_seen: set[str] = set()
+        # (expect_ct_dialect, expect_ct_max_age_cap), read in configure: every response with
+        # an Expect-CT header needs them, and each ctx.options read costs a dict walk.
+        self._header_options: tuple[str, int] | None = None
         # Until one configure has succeeded, every configure sets up everything (see configure).
         self.configured = False
 
@@ -115,6 +121,9 @@ class ExpectCT:
 
     def load(self, loader: Any) -> None:
         optionsmod.add_options(loader)
+        # What AddonManager.register does for each sub-addon (commands are never removed).
+        loader.master.commands.collect_commands(self.commands)
+        self.contentview.load(loader)
         problem = self.capture.install(self._decide)
         if problem:
             logger.warning(
@@ -147,6 +156,8 @@ class ExpectCT:
     def _configure(self, updated: set[str]) -> None:
         opts = ctx.options
         optionsmod.check_values(opts, updated)
+        if {"expect_ct_dialect", "expect_ct_max_age_cap"} & updated:
+            self._header_options = (opts.expect_ct_dialect, opts.expect_ct_max_age_cap)
         if optionsmod.LOG_LIST_OPTIONS & updated:
             self._configure_log_list()
         if optionsmod.LOG_LIST_UPDATE_OPTIONS & updated:
@@ -229,6 +240,7 @@ class ExpectCT:
 
     def done(self) -> None:
         self.log_lists.stop()
+        self.contentview.done()
         self.capture.uninstall()
         self.quic_capture.uninstall()
         if self.stats["connections"]:
@@ -658,13 +670,11 @@ class ExpectCT:
     def _process_header(
         self, flow: http.HTTPFlow, values: list[str], record: ConnectionRecord | None
     ) -> dict[str, Any]:
-        return self.headers.process(
-            flow,
-            values,
-            record,
-            dialect=ctx.options.expect_ct_dialect,
-            max_age_cap=ctx.options.expect_ct_max_age_cap,
+        dialect, max_age_cap = self._header_options or (
+            ctx.options.expect_ct_dialect,
+            ctx.options.expect_ct_max_age_cap,
         )
+        return self.headers.process(flow, values, record, dialect=dialect, max_age_cap=max_age_cap)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.connections.answered(flow.client_conn.id, flow.id)

@@ -36,6 +36,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 CacheKey = tuple[object, ...]
+_NEVER = float("inf")
 
 
 class BoundedMap(Generic[K, V]):
@@ -71,7 +72,9 @@ class BoundedMap(Generic[K, V]):
         entry = self._entries.get(key)
         if entry is None:
             return default
-        if entry[0] <= self._clock():
+        # Entries without a lifetime (expiry inf) skip the clock: some maps are read several
+        # times per request.
+        if entry[0] != _NEVER and entry[0] <= self._clock():
             del self._entries[key]
             return default
         self._entries.move_to_end(key)
@@ -79,7 +82,7 @@ class BoundedMap(Generic[K, V]):
 
     def put(self, key: K, value: V, *, ttl: float | None = None) -> None:
         lifetime = self.ttl if ttl is None else ttl if self.ttl is None else min(ttl, self.ttl)
-        expires = float("inf") if lifetime is None else self._clock() + lifetime
+        expires = _NEVER if lifetime is None else self._clock() + lifetime
         self._entries[key] = (expires, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.maxsize:

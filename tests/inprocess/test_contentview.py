@@ -51,8 +51,8 @@ class Running:
 @pytest.fixture
 def running(world: World, tmp_path: Path) -> Iterator[Running]:
     addon = ExpectCT()
-    # The view comes with the addon (one of its sub-addons) on every launch path.
-    (views,) = (a for a in addon.addons if isinstance(a, contentview.CTContentview))
+    # The view comes with the addon on every launch path (registered in its load()).
+    views = addon.contentview
     with taddons.context(TlsConfig(), addon) as tctx:
         tctx.configure(
             addon,

@@ -63,9 +63,12 @@ class Annotator:
         if note.record is not None and not again:
             return
         note.record = record
-        meta = flow.metadata.setdefault(META_KEY, {})
-        for key in ("connection", "verdict", "handshake", "would_block"):
-            meta.pop(key, None)
+        meta = flow.metadata.get(META_KEY)
+        if meta is None:
+            meta = flow.metadata[META_KEY] = {}
+        else:
+            for key in ("connection", "verdict", "handshake", "would_block"):
+                meta.pop(key, None)
         meta["secure"] = True
         meta["host"] = record.host
         meta["port"] = record.port
@@ -84,21 +87,23 @@ class Annotator:
             chain=record.chain.kind, compliant=record.verdict.compliant
         ):
             flow.marked = ":warning:"
-        self.refresh_comment(flow)
+        self.refresh_comment(flow, note)
 
     def header(self, flow: http.HTTPFlow, header_meta: dict[str, Any]) -> None:
-        self.note(flow).header = header_meta
+        note = self.note(flow)
+        note.header = header_meta
         flow.metadata.setdefault(META_KEY, {})["header"] = header_meta
         if not header_meta["valid"] and not flow.marked:
             flow.marked = ":warning:"
-        self.refresh_comment(flow)
+        self.refresh_comment(flow, note)
 
     def request_header(self, flow: http.HTTPFlow, header_meta: dict[str, Any]) -> None:
         """The client's Expect-CT request header. Never marks the flow: what a client sends
         says nothing about the site's certificates."""
-        self.note(flow).request_header = header_meta
+        note = self.note(flow)
+        note.request_header = header_meta
         flow.metadata.setdefault(META_KEY, {})["request_header"] = header_meta
-        self.refresh_comment(flow)
+        self.refresh_comment(flow, note)
 
     def blocked(
         self, flow: http.HTTPFlow, reason: str, *, response: bool, summary: str | None
@@ -111,14 +116,18 @@ class Annotator:
         meta["blocked"] = reason
         flow.marked = ":no_entry:"
         if summary is not None:
-            self.set_comment(flow, f"BLOCKED by Expect-CT: {summary}")
+            self.set_comment(flow, f"BLOCKED by Expect-CT: {summary}", note)
 
     def answered(self, flow: http.HTTPFlow) -> bool:
         note = self.notes.get(flow.id)
         return note is not None and note.blocked_response
 
-    def refresh_comment(self, flow: http.HTTPFlow) -> None:
-        note = self.note(flow)
+    # Every request and response passes here: callers hand over the flow's note they hold,
+    # saving a look-up in the bounded map per call (keep-alive per-request cost, issue 14).
+
+    def refresh_comment(self, flow: http.HTTPFlow, note: FlowNote | None = None) -> None:
+        if note is None:
+            note = self.note(flow)
         if note.blocked:
             return
         parts = []
@@ -133,10 +142,11 @@ class Annotator:
                 f"Expect-CT header {note.header['action']}"
                 + ("" if note.header["valid"] else " (invalid)")
             )
-        self.set_comment(flow, " | ".join(parts))
+        self.set_comment(flow, " | ".join(parts), note)
 
-    def set_comment(self, flow: http.HTTPFlow, text: str) -> None:
-        note = self.note(flow)
+    def set_comment(self, flow: http.HTTPFlow, text: str, note: FlowNote | None = None) -> None:
+        if note is None:
+            note = self.note(flow)
         # A saved flow loaded again: the comment the addon wrote then is in the metadata.
         previous = note.comment or (flow.metadata.get(META_KEY) or {}).get("comment")
         if flow.comment and flow.comment != previous:

@@ -57,7 +57,7 @@ mtypes.CommandTypes.typemap.setdefault(JSON, _JSONType())
 
 
 class Commands:
-    """A sub-addon of ExpectCT (mitmproxy collects commands from sub-addons too)."""
+    """ExpectCT's commands (ExpectCT.load registers them; not a sub-addon, see ExpectCT)."""
 
     name = "expectct.commands"
 
