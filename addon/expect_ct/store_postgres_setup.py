@@ -1,11 +1,14 @@
 """Setting up the PostgreSQL store: the schema and its migrations, reading a connection string,
-and turning libpq's errors into one line that names the problem (never the password).
+opening connections, and turning libpq's errors into one line that names the problem (never the
+password).
 
 Pure: no mitmproxy import; psycopg is imported only when a PostgreSQL store is opened.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from dataclasses import field
 from types import ModuleType
 from typing import TYPE_CHECKING
 from typing import Any
@@ -173,6 +176,50 @@ def explain(error: BaseException, secrets: list[str]) -> str:
     if any(s in lowered for s in _UNREACHABLE):
         return f"server unreachable ({text})"
     return text
+
+
+@dataclass(frozen=True)
+class Database:
+    """One PostgreSQL database as the store reaches it. Every connection the store opens comes
+    from here, and every error it reports is explained here, so none of them shows the password.
+    """
+
+    pg: ModuleType
+    location: str  # postgresql://user@host:port/db, for messages
+    conninfo: str = field(repr=False)  # may hold the password
+    secrets: tuple[str, ...] = field(repr=False)
+
+    @classmethod
+    def from_spec(cls, spec: str, *, connect_timeout: int) -> Database:
+        """The database a ``postgresql://`` URL or libpq key/value string names; StoreError
+        (one line, no password) when psycopg is missing or the string is invalid."""
+        pg = import_psycopg()
+        params = parse_spec(pg, spec)
+        secrets = tuple(s for s in (spec, params.get("password")) if s)
+        location = describe(params)
+        params.setdefault("connect_timeout", str(connect_timeout))
+        params.setdefault("application_name", "mitmproxy-expect-ct")
+        for name, value in TCP_DEFAULTS.items():
+            params.setdefault(name, value)
+        return cls(pg, location, pg.conninfo.make_conninfo(**params), secrets)
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new autocommit connection; StoreError naming the problem if it cannot be opened."""
+        try:
+            conn: psycopg.Connection[Any] = self.pg.connect(self.conninfo, autocommit=True)
+        except self.pg.Error as e:
+            raise StoreError(
+                f"cannot open the Expect-CT store {self.location}: {self.explain(e)}"
+            ) from None
+        return conn
+
+    def explain(self, error: BaseException) -> str:
+        return explain(error, list(self.secrets))
+
+
+def is_broken(conn: psycopg.Connection[Any] | None) -> bool:
+    """True when ``conn`` is missing or unusable (closed, or its server went away)."""
+    return conn is None or conn.closed or conn.broken
 
 
 def migrate(

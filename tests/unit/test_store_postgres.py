@@ -197,7 +197,7 @@ def test_a_burst_of_changes_reaches_the_replica_whole(
 def test_periodic_resync_repairs_a_replica(postgres_url: str, stores: list[PostgresStore]) -> None:
     store = open_pg(postgres_url, stores, resync_interval=0.2)
     store.observe("kept.example", max_age=DAY, enforce=True, report_uri=None)
-    store._rows.clear()  # a replica that lost its state (as after missed notifications)
+    store._replica.rows.clear()  # a replica that lost its state (as after missed notifications)
     wait_until(lambda: store.get("kept.example") is not None, "re-sync")
 
 
