@@ -6,8 +6,9 @@ caches by certificate and handshake data), and decides during the upstream hands
 the connection must be refused. Per response it processes the Expect-CT header (RFC 9163
 2.3) and records everything on the flow, in mitmproxy's event log and in the JSON-lines log.
 
-The parts live in expect_ct.mitm: options, connections, headers, reporting, annotate,
-commands (registered in load), export, faults, inputs, knownhosts and launch.
+The parts live in expect_ct.mitm: options, connections, judging (the per-connection
+evaluation and decision), headers, reporting, annotate, commands (registered in load),
+export, faults, inputs, knownhosts and launch.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-from collections.abc import Sequence
 from typing import Any
 
-from cryptography import x509
 from mitmproxy import connection
 from mitmproxy import ctx
 from mitmproxy import exceptions
@@ -27,7 +26,6 @@ from mitmproxy import tls as mtls
 
 from expect_ct import cache
 from expect_ct import chain as chainmod
-from expect_ct import decisions
 from expect_ct import engine as enginemod
 from expect_ct import loglist as loglistmod
 from expect_ct import quic as quicmod
@@ -38,7 +36,6 @@ from expect_ct import tls as tlsmod
 from expect_ct.contentview import CTContentview
 from expect_ct.mitm import inputs
 from expect_ct.mitm import options as optionsmod
-from expect_ct.mitm.annotate import META_KEY
 from expect_ct.mitm.annotate import Annotator
 from expect_ct.mitm.commands import Commands
 from expect_ct.mitm.connections import ConnectionRecord
@@ -50,14 +47,14 @@ from expect_ct.mitm.enforcement import Refusals
 from expect_ct.mitm.faults import Faults
 from expect_ct.mitm.headers import HeaderHandling
 from expect_ct.mitm.headers import expect_ct_values
+from expect_ct.mitm.judging import HOSTS_SEEN_LIMIT
+from expect_ct.mitm.judging import Judge
 from expect_ct.mitm.knownhosts import KnownHosts
 from expect_ct.mitm.loglists import LogLists
 from expect_ct.mitm.loglists import event_address
 from expect_ct.mitm.reporting import Reporting
 
 logger = logging.getLogger("expect_ct")
-
-HOSTS_SEEN_LIMIT = 100_000  # for the shutdown summary only
 
 
 class ExpectCT:
@@ -81,6 +78,16 @@ class ExpectCT:
             self.connections,
             stale=self._log_list_stale,
         )
+        self.judge = Judge(
+            self.faults,
+            self.known_hosts,
+            self.reporting,
+            self.connections,
+            self.refusals,
+            self.annotator,
+            engine=lambda: self.engine,
+            stale=self._log_list_stale,
+        )
         # The commands and the contentview come with the addon on every launch path (-s and
         # built in). They are not sub-addons (self.addons): mitmproxy walks an addon's
         # sub-addons for every event of every flow, eight per keep-alive request, although
@@ -92,7 +99,6 @@ class ExpectCT:
         self.engine: enginemod.Engine | None = None
         self.verdicts = cache.VerdictCache(enginemod.VERDICT_CACHE_SIZE)
         self.log_lists = LogLists(on_swap=self._log_list_swapped, write_event=self._log_list_event)
-        self._hosts_seen: set[str] = set()
         # (expect_ct_dialect, expect_ct_max_age_cap), read in configure: every response with
         # an Expect-CT header needs them, and each ctx.options read costs a dict walk.
         self._header_options: tuple[str, int] | None = None
@@ -124,13 +130,13 @@ class ExpectCT:
         # What AddonManager.register does for each sub-addon (commands are never removed).
         loader.master.commands.collect_commands(self.commands)
         self.contentview.load(loader)
-        problem = self.capture.install(self._decide)
+        problem = self.capture.install(self.judge.decide)
         if problem:
             logger.warning(
                 f"Expect-CT: SCTs from the TLS extension and stapled OCSP cannot be captured "
                 f"({problem}); only embedded SCTs are checked."
             )
-        problem = self.quic_capture.install(self._decide_quic)
+        problem = self.quic_capture.install(self.judge.decide_quic)
         if problem:
             logger.warning(
                 f"Expect-CT: QUIC upstreams cannot be refused in the handshake ({problem})."
@@ -250,209 +256,15 @@ class ExpectCT:
 
     def summary(self) -> str:
         """The shutdown summary table (headless runs read it at the end of mitmdump's output)."""
-        hosts = len(self._hosts_seen)
+        hosts = len(self.judge.hosts_seen)
         return self.faults.summary(f"{hosts}{'+' if hosts >= HOSTS_SEEN_LIMIT else ''}")
 
-    # ------------------------------------------------------------- evaluation
+    # ---------------------------------------------------------------- log list
 
     def _log_list_stale(self) -> bool:
         if self.loaded_log_list is None:
             return False
         return self.log_lists.stale(ctx.options)
-
-    def _evaluate(
-        self,
-        host: str,
-        port: int,
-        served: Sequence[x509.Certificate],
-        handshake: tlsmod.HandshakeSCTs,
-    ) -> ConnectionRecord:
-        assert self.engine is not None
-        evaluation = self.engine.evaluate(
-            host,
-            served,
-            tls_extension=handshake.tls_extension,
-            ocsp_response=handshake.ocsp_response,
-            captured=handshake.captured,
-            tls_version=handshake.tls_version,
-            chain_der=handshake.chain_der if served is handshake.chain else (),
-            verified_chain=handshake.verified_chain,
-        )
-        record = ConnectionRecord(
-            host=host,
-            port=port,
-            served_chain=tuple(served),
-            evaluation=evaluation,
-            handshake=handshake,
-            evaluated_at=enginemod.utcnow(),
-        )
-        # Compliant connections skip the store read and are never refused because the
-        # store cannot be read.
-        if self.store is not None and decisions.needs_known_host(
-            chain=evaluation.chain.kind, compliant=evaluation.verdict.compliant
-        ):
-            record.known_host = self.known_hosts.lookup(host)
-        return record
-
-    def _block_reason(self, record: ConnectionRecord) -> str | None:
-        return decisions.block_reason(
-            mode=ctx.options.expect_ct_enforce,
-            host=record.host,
-            chain=record.chain.kind,
-            verdict=record.verdict,
-            known=record.known_host,
-        )
-
-    def _decide(self, server: connection.Server, handshake: tlsmod.HandshakeSCTs) -> bool:
-        """Called by the handshake capture once per upstream handshake; False aborts it."""
-        host, port = server_identity(server)
-        try:
-            if handshake.leaf_error is not None:
-                return not self.refusals.unreadable_leaf(
-                    host, port, handshake.leaf_error, mode=ctx.options.expect_ct_enforce
-                )
-            record = self._evaluate(host, port, handshake.chain, handshake)
-        except Exception as e:  # noqa: BLE001 - must never escape into OpenSSL
-            return not self._undecided(host, port, e)
-        self.connections.live[server.id] = record
-        self._settle(record)
-        if record.blocked is None:
-            # Lazy strategy: requests already waiting for this connection may name other hosts.
-            self.refusals.check_waiting_requests(
-                server.id, record, mode=ctx.options.expect_ct_enforce
-            )
-        return record.blocked is None
-
-    def _decide_quic(
-        self, server: connection.Server, handshake: tlsmod.HandshakeSCTs
-    ) -> str | None:
-        """The QUIC handshake's decision point (quic.py): why to refuse, or None."""
-        if self._decide(server, handshake):
-            return None
-        record = self.connections.live.get(server.id)
-        if record is not None and record.blocked is not None:
-            return record.blocked
-        return "the connection cannot be checked and the host requires enforcement"
-
-    def _undecided(self, host: str, port: int, error: Exception) -> bool:
-        """Evaluation failed: log it and return True if the connection must be refused."""
-        if not isinstance(error, storemod.StoreError):  # store faults are logged by lookup
-            self.faults.internal_error("evaluating an upstream connection", error)
-        closed = self._must_fail_closed(host)
-        if closed:
-            self.stats["blocked"] += 1
-            logger.warning(
-                f"Expect-CT: blocked {host}:{port}: cannot evaluate the connection "
-                f"({type(error).__name__}: {error}) and the host may be a Known Expect-CT Host "
-                f"with enforce: failing closed."
-            )
-        return closed
-
-    def _settle(self, record: ConnectionRecord) -> None:
-        """_after_evaluation; an internal error there never lets a required block through."""
-        try:
-            self._after_evaluation(record)
-        except Exception as e:  # noqa: BLE001
-            self.faults.internal_error("recording an upstream connection", e)
-            if (
-                record.blocked is None
-                and not record.verdict.compliant
-                and not record.exempt
-                and self._must_fail_closed(record.host)
-            ):
-                record.blocked = (
-                    f"{record.host} is a Known Expect-CT Host with enforce, the connection is not "
-                    f"CT-compliant, and an internal error ({type(e).__name__}) occurred: "
-                    "failing closed"
-                )
-
-    def _must_fail_closed(self, host: str) -> bool:
-        """When the addon cannot decide, a host known to require enforcement stays blocked."""
-        if ctx.options.expect_ct_enforce == "off" or self._log_list_stale():
-            return False
-        return self.known_hosts.may_require_enforcement(host)
-
-    def _after_evaluation(self, record: ConnectionRecord) -> None:
-        reason = self._block_reason(record)
-        if reason is not None:
-            if self._log_list_stale():
-                record.would_block = reason
-                logger.warning(
-                    f"Expect-CT: NOT blocking {record.host}:{record.port} although {reason}: the log "
-                    f"list is older than expect_ct_log_list_max_age days, blocking is suspended."
-                )
-            else:
-                record.blocked = reason
-        self._log_connection(record)
-        if record.blocked is not None and record.decided_late:
-            self.refusals.enforcement_failed(
-                record.host,
-                record.port,
-                record.blocked,
-                "judged only after the request reached the server (its handshake was not "
-                "seen); the response is withheld",
-            )
-        elif record.blocked is not None:
-            self.stats["blocked"] += 1
-            logger.warning(f"Expect-CT: blocked {record.host}:{record.port}: {record.blocked}")
-            self.reporting.write_event(
-                "blocked",
-                record.host,
-                record.port,
-                reason=record.blocked,
-                known_host=records.known_host_record(record.known_host, last_observed=False)
-                if record.known_host is not None
-                else None,
-            )
-        self.connections.last_seen.put(record.host, record)
-        due = decisions.known_host_report(
-            known=record.known_host,
-            chain=record.chain.kind,
-            compliant=record.verdict.compliant,
-            reported=record.reported,
-        )
-        if due is not None:
-            self.reporting.report(record, due, stale=self._log_list_stale())
-
-    def _log_connection(self, record: ConnectionRecord) -> None:
-        if record.logged:
-            return
-        record.logged = True
-        self.stats["connections"] += 1
-        if len(self._hosts_seen) < HOSTS_SEEN_LIMIT:
-            self._hosts_seen.add(record.host)
-        self.stats[
-            "exempt"
-            if record.exempt
-            else "compliant"
-            if record.verdict.compliant
-            else "non_compliant"
-        ] += 1
-        line = f"Expect-CT: {record.host}:{record.port} {record.tls_version or ''} {record.chain.kind.value} chain: {record.summary()}"
-        if not (record.verdict.compliant or record.exempt):
-            logger.warning(line)  # every time: each one is a problem
-        else:
-            self.faults.info_unless_repeated(line)
-        self.reporting.write_connection(record)
-
-    def reevaluate(self, flow: http.HTTPFlow) -> ConnectionRecord:
-        """A saved flow judged again under the current settings, with the handshake SCTs its
-        metadata kept (expectct.check); its metadata, comment and marker are replaced."""
-        previous = flow.metadata.get(META_KEY) or {}
-        stored = previous.get("handshake") or {}
-        served = tuple(records.to_cryptography(c) for c in flow.server_conn.certificate_list)
-        handshake = tlsmod.HandshakeSCTs(
-            captured=bool(stored),
-            tls_extension=records.unb64(stored.get("tls_extension")),
-            tls_extension_where=None,
-            ocsp_response=records.unb64(stored.get("ocsp_response")),
-            tls_version=flow.server_conn.tls_version,
-            chain=served,
-        )
-        host, port = server_identity(flow.server_conn)
-        record = self._evaluate(host, port, served, handshake)
-        self.annotator.annotate(flow, record, again=True)
-        return record
 
     # ------------------------------------------------------------------ hooks
 
@@ -471,7 +283,7 @@ class ExpectCT:
             server = data.conn
             if isinstance(server, connection.Server):
                 host, port = server_identity(server)
-                if self._undecided(host, port, e):
+                if self.judge.undecided(host, port, e):
                     server.error = (
                         f"Blocked by Expect-CT: the connection to {host} cannot be evaluated and "
                         "the host may be a Known Expect-CT Host with enforce: failing closed"
@@ -492,9 +304,9 @@ class ExpectCT:
         if not served:
             return
         host, port = server_identity(server)
-        record = self._evaluate(host, port, served, handshake)
+        record = self.judge.evaluate(host, port, served, handshake)
         self.connections.live[server.id] = record
-        self._settle(record)
+        self.judge.settle(record)
         if record.blocked is not None:
             # Refuse the connection before any request uses it (eager strategy: effective; lazy:
             # the request hook already ran, see README).
@@ -514,36 +326,6 @@ class ExpectCT:
 
     def server_disconnected(self, data: Any) -> None:
         self.connections.disconnected(data.server.id)
-
-    def _record_for_flow(
-        self, flow: http.HTTPFlow, *, late: bool = False
-    ) -> ConnectionRecord | None:
-        # HTTP/3 upstreams never pass through the TLS hooks (aioquic does the handshake): their
-        # connection is evaluated here, from the embedded SCTs, when its first flow arrives.
-        server = flow.server_conn
-        record = self.connections.find(server.id)
-        if record is not None:
-            return record
-        if not server.certificate_list or server.tls_established is False:
-            return None
-        # QUIC or a connection the handshake hooks never saw: embedded SCTs only.
-        served = tuple(records.to_cryptography(c) for c in server.certificate_list)
-        host, port = server_identity(server)
-        handshake = tlsmod.HandshakeSCTs(
-            captured=False,
-            tls_extension=None,
-            tls_extension_where=None,
-            ocsp_response=None,
-            tls_version=server.tls_version,
-            chain=served,
-        )
-        # An exception here reaches the hook's wrapper, which fails closed where required.
-        record = self._evaluate(host, port, served, handshake)
-        # From the response hook: the request already reached the server, nothing is refused.
-        record.decided_late = late
-        self.connections.live[server.id] = record
-        self._settle(record)
-        return record
 
     def _annotate(self, flow: http.HTTPFlow, record: ConnectionRecord) -> None:
         self.annotator.annotate(flow, record)
@@ -581,7 +363,7 @@ class ExpectCT:
             reason = record.blocked
         elif record is not None and (record.verdict.compliant or record.exempt):
             return  # nothing to enforce on this connection
-        elif self._must_fail_closed(host):
+        elif self.judge.must_fail_closed(host):
             reason = (
                 f"{host} may be a Known Expect-CT Host with enforce and an internal error "
                 f"({type(error).__name__}) left the connection unchecked: failing closed"
@@ -603,7 +385,7 @@ class ExpectCT:
             return
         if flow.request.scheme != "https":
             return
-        record = self._record_for_flow(flow)
+        record = self.judge.record_for_flow(flow)
         authority = request_authority(flow)
         if record is None:
             if not flow.server_conn.connected:
@@ -651,7 +433,7 @@ class ExpectCT:
         values = expect_ct_values(flow.response.headers)
         record = None
         if flow.request.scheme == "https":
-            record = self._record_for_flow(flow, late=True)
+            record = self.judge.record_for_flow(flow, late=True)
             if record is not None:
                 self._annotate(flow, record)
                 if record.blocked is not None and record.decided_late:

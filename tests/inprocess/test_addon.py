@@ -180,8 +180,8 @@ def test_block_reason_for_every_mode(
     served = getattr(chains, chain)
     for mode in ("off", "header", "all"):
         loaded.tctx.configure(loaded.addon, expect_ct_enforce=mode)
-        record = loaded.addon._evaluate(HOST, 443, served, handshake(served))
-        reason = loaded.addon._block_reason(record)
+        record = loaded.addon.judge.evaluate(HOST, 443, served, handshake(served))
+        reason = loaded.addon.judge.block_reason(record)
         want = expected_block(mode, chain, known)
         if want is None:
             assert reason is None, (mode, reason)
@@ -202,8 +202,8 @@ def server(host: str = HOST) -> connection.Server:
 def test_decide_aborts_only_the_blocked_handshake(loaded: Loaded, chains: Chains) -> None:
     make_known(loaded.store, "enforce")
     refused, accepted = server(), server()
-    assert loaded.addon._decide(refused, handshake(chains.non_compliant)) is False
-    assert loaded.addon._decide(accepted, handshake(chains.compliant)) is True
+    assert loaded.addon.judge.decide(refused, handshake(chains.non_compliant)) is False
+    assert loaded.addon.judge.decide(accepted, handshake(chains.compliant)) is True
     assert loaded.addon.connections.live[refused.id].blocked is not None
     assert loaded.addon.connections.live[accepted.id].blocked is None
 
@@ -216,7 +216,7 @@ def test_stale_log_list_suspends_blocking(
     assert "blocking is SUSPENDED" in caplog.text
     make_known(loaded.store, "enforce")
     conn = server()
-    assert loaded.addon._decide(conn, handshake(chains.non_compliant)) is True
+    assert loaded.addon.judge.decide(conn, handshake(chains.non_compliant)) is True
     record = loaded.addon.connections.live[conn.id]
     assert record.blocked is None
     assert record.would_block is not None and "Known Expect-CT Host" in record.would_block
@@ -228,17 +228,17 @@ def test_unreadable_store_fails_closed_only_where_blocking_is_possible(
 ) -> None:
     loaded.store.close()  # every read now raises StoreError
     # Compliant and exempt connections never depend on the store.
-    assert loaded.addon._decide(server(), handshake(chains.compliant)) is True
-    assert loaded.addon._decide(server(), handshake(chains.private)) is True
+    assert loaded.addon.judge.decide(server(), handshake(chains.compliant)) is True
+    assert loaded.addon.judge.decide(server(), handshake(chains.private)) is True
     # A non-compliant public connection might be to a Known enforce host: refused.
-    assert loaded.addon._decide(server(), handshake(chains.non_compliant)) is False
+    assert loaded.addon.judge.decide(server(), handshake(chains.non_compliant)) is False
     # Unless nothing is blocked anyway.
     loaded.tctx.configure(loaded.addon, expect_ct_enforce="off")
-    assert loaded.addon._decide(server(), handshake(chains.non_compliant)) is True
+    assert loaded.addon.judge.decide(server(), handshake(chains.non_compliant)) is True
     loaded.tctx.configure(
         loaded.addon, expect_ct_enforce="header", expect_ct_log_list=str(world.stale_log_list)
     )
-    assert loaded.addon._decide(server(), handshake(chains.non_compliant)) is True
+    assert loaded.addon.judge.decide(server(), handshake(chains.non_compliant)) is True
 
 
 # ------------------------------------------------------------------------- hooks
@@ -248,7 +248,7 @@ def failed_handshake(loaded: Loaded, chains: Chains) -> tuple[connection.Client,
     """A blocked upstream handshake as mitmproxy reports it: decision, then tls_failed_server."""
     make_known(loaded.store, "enforce")
     client, upstream = tflow.tclient_conn(), server()
-    assert loaded.addon._decide(upstream, handshake(chains.non_compliant)) is False
+    assert loaded.addon.judge.decide(upstream, handshake(chains.non_compliant)) is False
     loaded.addon.tls_failed_server(TlsData(upstream, Context(client, loaded.tctx.options)))
     # mitmproxy then closes the connection, before any request hook runs.
     loaded.addon.server_disconnected(ServerConnectionHookData(upstream, client))
@@ -312,27 +312,27 @@ def test_connections_with_the_same_chain_and_handshake_share_one_evaluation(
     loaded: Loaded, chains: Chains
 ) -> None:
     addon = loaded.addon
-    first = addon._evaluate(HOST, 443, chains.compliant, handshake(chains.compliant))
+    first = addon.judge.evaluate(HOST, 443, chains.compliant, handshake(chains.compliant))
     misses = addon.verdicts.misses
-    second = addon._evaluate(HOST, 8443, chains.compliant, handshake(chains.compliant))
+    second = addon.judge.evaluate(HOST, 8443, chains.compliant, handshake(chains.compliant))
     assert second is not first and second.port == 8443
     assert second.verdict is first.verdict and second.chain is first.chain
     assert second.event is first.event and second.event_json == first.event_json
     assert addon.verdicts.misses == misses  # not even a verdict-cache look-up missed
     # Different handshake data is a different evaluation.
     with_extension = dataclasses.replace(handshake(chains.compliant), tls_extension=b"\0\0")
-    third = addon._evaluate(HOST, 443, chains.compliant, with_extension)
+    third = addon.judge.evaluate(HOST, 443, chains.compliant, with_extension)
     assert third.verdict is not first.verdict
     assert third.event != first.event
     # So is another host name (the name is checked against the certificate).
-    elsewhere = addon._evaluate(
+    elsewhere = addon.judge.evaluate(
         "elsewhere.test", 443, chains.compliant, handshake(chains.compliant)
     )
     assert elsewhere.chain is not first.chain
     assert elsewhere.chain.kind is not first.chain.kind
     # A configuration change forgets every shared evaluation.
     loaded.tctx.configure(addon, expect_ct_policy="apple")
-    again = addon._evaluate(HOST, 443, chains.compliant, handshake(chains.compliant))
+    again = addon.judge.evaluate(HOST, 443, chains.compliant, handshake(chains.compliant))
     assert again.verdict.policy == "apple"
 
 
@@ -343,7 +343,7 @@ def test_a_shared_evaluation_ends_when_a_certificate_of_the_chain_expires(
     leaf, _ = pki.make_leaf(world.public_inter, not_after=soon)
     served = (leaf, world.public_inter.cert)
     addon = loaded.addon
-    addon._evaluate(HOST, 443, served, handshake(served))
+    addon.judge.evaluate(HOST, 443, served, handshake(served))
     assert addon.engine is not None
     memo = addon.engine.memo.entries()
     (expires,) = [e for _, e, m in memo if m.chain.validated[:1] == (leaf,)]
@@ -390,20 +390,20 @@ def test_repeated_compliant_lines_are_counted_then_summarised(
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(faults_module, "LINE_REPEAT_WINDOW", 0.5)
     for _ in range(3):
-        assert loaded.addon._decide(server(), handshake(chains.compliant)) is True
+        assert loaded.addon.judge.decide(server(), handshake(chains.compliant)) is True
     lines = [
         r.getMessage() for r in caplog.records if "public chain: CT: compliant" in r.getMessage()
     ]
     assert len(lines) == 1 and "more like it" not in lines[0]
     time.sleep(0.6)
-    assert loaded.addon._decide(server(), handshake(chains.compliant)) is True
+    assert loaded.addon.judge.decide(server(), handshake(chains.compliant)) is True
     lines = [
         r.getMessage() for r in caplog.records if "public chain: CT: compliant" in r.getMessage()
     ]
     assert len(lines) == 2 and "(and 2 more like it in the " in lines[1]
     # Problems are never left out.
     for _ in range(2):
-        loaded.addon._decide(server(), handshake(chains.non_compliant))
+        loaded.addon.judge.decide(server(), handshake(chains.non_compliant))
     warnings = [r for r in caplog.records if "public chain: CT: NOT compliant" in r.getMessage()]
     assert len(warnings) == 2 and all(r.levelno == logging.WARNING for r in warnings)
     assert "repeats not logged     2" in loaded.addon.summary()
@@ -437,7 +437,7 @@ def test_a_repeated_header_on_one_connection_is_processed_again_after_forget(
     loaded: Loaded, chains: Chains
 ) -> None:
     upstream = server()
-    assert loaded.addon._decide(upstream, handshake(chains.compliant)) is True
+    assert loaded.addon.judge.decide(upstream, handshake(chains.compliant)) is True
     first = respond_on(loaded, upstream, "max-age=3600, enforce")
     assert first.metadata["expect_ct"]["header"]["action"] == "noted"
     assert loaded.store.get(HOST) is not None
@@ -471,7 +471,7 @@ def test_the_addon_and_check_give_a_header_the_same_effect(
     store's answer) decide through decisions.py: same action, same why, for a host not yet
     known. Before issue 14 check said "removed" for max-age=0 from an unknown host."""
     upstream = server()
-    assert loaded.addon._decide(upstream, handshake(chains.compliant)) is True
+    assert loaded.addon.judge.decide(upstream, handshake(chains.compliant)) is True
     live = respond_on(loaded, upstream, header).metadata["expect_ct"]["header"]
     facts = {k: live[k] for k in ("values", "valid", "error", "max_age", "enforce", "report_uri")}
     offline = check_header_effect(facts, "public", None, True)

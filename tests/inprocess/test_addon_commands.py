@@ -142,7 +142,7 @@ def test_a_failing_untrusted_chain_is_not_marked(loaded: Loaded) -> None:
     root = pki.make_root("Lab Root")
     leaf, _ = pki.make_leaf(root)
     server = connection.Server(address=("localhost", 443), sni="localhost")
-    assert loaded.addon._decide(server, handshake((leaf, root.cert))) is True
+    assert loaded.addon.judge.decide(server, handshake((leaf, root.cert))) is True
     record = loaded.addon.connections.live[server.id]
     assert record.chain.kind.value == "untrusted" and not record.verdict.compliant
     flow = tflow.tflow(server_conn=server)

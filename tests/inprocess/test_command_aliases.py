@@ -66,7 +66,7 @@ def console(world: World, tmp_path: Path) -> Iterator[Console]:
         assert isinstance(leaf, x509.Certificate)
         chain = (leaf, world.public_inter.cert)
         upstream.certificate_list = [certs.Cert(c) for c in chain]
-        assert addon._decide(upstream, handshake(chain)) is True
+        assert addon.judge.decide(upstream, handshake(chain)) is True
         flow = tflow.tflow(server_conn=upstream, resp=True)
         flow.request.url = f"https://{HOST}/"
         assert flow.response is not None

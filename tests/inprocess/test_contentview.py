@@ -222,7 +222,7 @@ def test_blocked_flow_shows_the_reason_and_the_stored_policy(
     server = connection.Server(address=("127.0.0.1", 443), sni="localhost")
     # The decision the handshake capture hands the addon: no SCTs anywhere.
     chain = (world.non_compliant.cert, world.public_inter.cert)
-    assert running.addon._decide(server, no_scts(chain)) is False
+    assert running.addon.judge.decide(server, no_scts(chain)) is False
     running.addon.tls_failed_server(TlsData(server, Context(client, running.tctx.options)))
     flow = tflow.tflow(client_conn=client, server_conn=server)
     flow.request.url = "https://localhost/"

@@ -60,7 +60,7 @@ def test_a_request_naming_a_known_host_on_another_names_connection_gets_502(
 ) -> None:
     server = upstream(OTHER)
     chain = (world.non_compliant.cert, world.public_inter.cert)
-    assert loaded.addon._decide(server, handshake(chain)) is True  # OTHER is not Known
+    assert loaded.addon.judge.decide(server, handshake(chain)) is True  # OTHER is not Known
     flow = flow_on(server, KNOWN)
     loaded.addon.request(flow)
     assert flow.response is not None and flow.response.status_code == 502
@@ -77,7 +77,9 @@ def test_a_request_naming_a_known_host_on_a_compliant_connection_passes(
     loaded: Loaded, world: World, tmp_path: Path
 ) -> None:
     server = upstream(OTHER)
-    assert loaded.addon._decide(server, handshake((world.compliant.cert, world.public_inter.cert)))
+    assert loaded.addon.judge.decide(
+        server, handshake((world.compliant.cert, world.public_inter.cert))
+    )
     flow = flow_on(server, KNOWN)
     loaded.addon.request(flow)
     assert flow.response is None
@@ -92,7 +94,7 @@ def test_an_unreadable_leaf_is_refused_in_all_mode(
     unreadable = dataclasses.replace(
         handshake(()), leaf_error="the leaf of 2 cannot be parsed: bad DER"
     )
-    assert loaded.addon._decide(upstream(OTHER), unreadable) is (not refused)
+    assert loaded.addon.judge.decide(upstream(OTHER), unreadable) is (not refused)
     blocked = events(tmp_path, "blocked")
     assert len(blocked) == int(refused)
     if refused:
@@ -101,7 +103,7 @@ def test_an_unreadable_leaf_is_refused_in_all_mode(
 
 def test_an_unreadable_leaf_of_a_known_enforce_host_is_refused(loaded: Loaded) -> None:
     unreadable = dataclasses.replace(handshake(()), leaf_error="the leaf cannot be parsed")
-    assert loaded.addon._decide(upstream(KNOWN), unreadable) is False
+    assert loaded.addon.judge.decide(upstream(KNOWN), unreadable) is False
 
 
 def test_a_block_decided_in_the_response_hook_is_enforcement_failed_not_blocked(

@@ -83,7 +83,7 @@ def response_flow(server: connection.Server, host: str, header: str | None) -> h
 def served_with_header(loaded: Loaded, chains: Chains, host: str) -> http.HTTPFlow:
     """A compliant connection to ``host`` and one response on it with a valid header."""
     server = upstream(host)
-    assert loaded.addon._decide(server, handshake(chains.compliant)) is True
+    assert loaded.addon.judge.decide(server, handshake(chains.compliant)) is True
     flow = response_flow(server, host, HEADER)
     loaded.addon.response(flow)
     return flow
@@ -135,8 +135,11 @@ def test_full_store_serves_flows_logs_once_and_still_blocks(
     assert loaded.addon.stats["store_write_errors"] == 20
     assert re.search(r"store write errors +20\n", loaded.addon.summary() + "\n")
     # Look-ups still work: the known enforce host is still refused, others are not.
-    assert loaded.addon._decide(upstream("known.f.test"), handshake(chains.non_compliant)) is False
-    assert loaded.addon._decide(upstream("h0.f.test"), handshake(chains.non_compliant)) is True
+    assert (
+        loaded.addon.judge.decide(upstream("known.f.test"), handshake(chains.non_compliant))
+        is False
+    )
+    assert loaded.addon.judge.decide(upstream("h0.f.test"), handshake(chains.non_compliant)) is True
     # Space again: the next header is noted, and that recovery is said once.
     conn = loaded.sqlite_store._conn
     assert conn is not None
@@ -155,7 +158,8 @@ def test_unreadable_store_blocks_only_where_a_block_is_possible(
     loaded.store.close()  # every read and write now raises StoreError
     for i in range(5):
         assert (
-            loaded.addon._decide(upstream(f"n{i}.f.test"), handshake(chains.non_compliant)) is False
+            loaded.addon.judge.decide(upstream(f"n{i}.f.test"), handshake(chains.non_compliant))
+            is False
         )
     flow = served_with_header(loaded, chains, "c.f.test")  # compliant: no store read needed
     assert flow.metadata["expect_ct"]["header"]["why"].startswith("store write failed:")
@@ -198,7 +202,10 @@ def test_store_replaced_by_a_directory_keeps_the_old_store(
     assert flow.response is not None and flow.response.status_code == 200
     assert len(messages(caplog, "is not a regular file")) == 1
     # The old (unlinked) store still answers look-ups: the known host stays blocked.
-    assert loaded.addon._decide(upstream("known.f.test"), handshake(chains.non_compliant)) is False
+    assert (
+        loaded.addon.judge.decide(upstream("known.f.test"), handshake(chains.non_compliant))
+        is False
+    )
 
 
 def test_unusable_store_set_at_runtime_keeps_the_old_one(
@@ -212,7 +219,10 @@ def test_unusable_store_set_at_runtime_keeps_the_old_one(
         loaded.tctx.configure(loaded.addon, expect_ct_store=str(directory))
     # Rolled back: the previous file is in use again, with its entries, still enforcing.
     assert loaded.sqlite_store.path == old.location
-    assert loaded.addon._decide(upstream("known.f.test"), handshake(chains.non_compliant)) is False
+    assert (
+        loaded.addon.judge.decide(upstream("known.f.test"), handshake(chains.non_compliant))
+        is False
+    )
 
 
 # Writes until killed: many commits, so WAL checkpoints run all the time.
@@ -264,7 +274,7 @@ def test_garbage_log_list_at_runtime_keeps_the_old_one(
     assert loaded.tctx.options.expect_ct_log_list == str(world.log_list)  # rolled back
     # The old list still judges connections: compliant stays compliant.
     server = upstream("c.f.test")
-    assert loaded.addon._decide(server, handshake(chains.compliant)) is True
+    assert loaded.addon.judge.decide(server, handshake(chains.compliant)) is True
     assert loaded.addon.connections.live[server.id].verdict.compliant
 
 
@@ -297,9 +307,9 @@ def test_failing_evaluation_fails_closed_only_for_known_enforce_hosts(
     for _ in range(5):
         for chain in (chains.compliant, chains.non_compliant):
             # Cannot tell whether the connection complies: the host that asked is refused.
-            assert loaded.addon._decide(upstream("known.f.test"), handshake(chain)) is False
-            assert loaded.addon._decide(upstream("soft.f.test"), handshake(chain)) is True
-            assert loaded.addon._decide(upstream("other.f.test"), handshake(chain)) is True
+            assert loaded.addon.judge.decide(upstream("known.f.test"), handshake(chain)) is False
+            assert loaded.addon.judge.decide(upstream("soft.f.test"), handshake(chain)) is True
+            assert loaded.addon.judge.decide(upstream("other.f.test"), handshake(chain)) is True
     (error,) = internal_errors(caplog)  # thirty failures, one traceback
     assert error.levelno == logging.ERROR and error.exc_info is not None
     assert "RuntimeError: injected fault" in error.getMessage()
@@ -307,7 +317,9 @@ def test_failing_evaluation_fails_closed_only_for_known_enforce_hosts(
     assert len(messages(caplog, "blocked known.f.test:443: cannot evaluate")) == 10
     # With enforcement off nothing is refused, whatever happens.
     loaded.tctx.configure(loaded.addon, expect_ct_enforce="off")
-    assert loaded.addon._decide(upstream("known.f.test"), handshake(chains.non_compliant)) is True
+    assert (
+        loaded.addon.judge.decide(upstream("known.f.test"), handshake(chains.non_compliant)) is True
+    )
 
 
 def test_failure_after_the_verdict_never_lets_a_required_block_through(
@@ -317,15 +329,25 @@ def test_failure_after_the_verdict_never_lets_a_required_block_through(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     loaded.store.observe("known.f.test", max_age=3600, enforce=True, report_uri=None)
-    monkeypatch.setattr(loaded.addon, "_block_reason", boom)  # before blocked is decided
-    assert loaded.addon._decide(upstream("known.f.test"), handshake(chains.non_compliant)) is False
-    assert loaded.addon._decide(upstream("known.f.test"), handshake(chains.compliant)) is True
-    assert loaded.addon._decide(upstream("other.f.test"), handshake(chains.non_compliant)) is True
+    monkeypatch.setattr(loaded.addon.judge, "block_reason", boom)  # before blocked is decided
+    assert (
+        loaded.addon.judge.decide(upstream("known.f.test"), handshake(chains.non_compliant))
+        is False
+    )
+    assert loaded.addon.judge.decide(upstream("known.f.test"), handshake(chains.compliant)) is True
+    assert (
+        loaded.addon.judge.decide(upstream("other.f.test"), handshake(chains.non_compliant)) is True
+    )
     monkeypatch.undo()
     # After blocked is decided.
-    monkeypatch.setattr(loaded.addon, "_log_connection", raiser("late fault"))
-    assert loaded.addon._decide(upstream("known.f.test"), handshake(chains.non_compliant)) is False
-    assert loaded.addon._decide(upstream("other.f.test"), handshake(chains.non_compliant)) is True
+    monkeypatch.setattr(loaded.addon.judge, "log_connection", raiser("late fault"))
+    assert (
+        loaded.addon.judge.decide(upstream("known.f.test"), handshake(chains.non_compliant))
+        is False
+    )
+    assert (
+        loaded.addon.judge.decide(upstream("other.f.test"), handshake(chains.non_compliant)) is True
+    )
     assert len(internal_errors(caplog)) == 2  # two distinct places, each logged once
 
 
@@ -337,8 +359,8 @@ def test_failing_request_hook_blocks_only_what_must_be_blocked(
 ) -> None:
     loaded.store.observe("known.f.test", max_age=3600, enforce=True, report_uri=None)
     refused, fine, lazy = upstream("known.f.test"), upstream("c.f.test"), upstream("known.f.test")
-    assert loaded.addon._decide(refused, handshake(chains.non_compliant)) is False
-    assert loaded.addon._decide(fine, handshake(chains.compliant)) is True
+    assert loaded.addon.judge.decide(refused, handshake(chains.non_compliant)) is False
+    assert loaded.addon.judge.decide(fine, handshake(chains.compliant)) is True
     monkeypatch.setattr(loaded.addon, "_annotate", boom)
 
     def request(server: connection.Server, host: str) -> http.HTTPFlow:
@@ -352,7 +374,7 @@ def test_failing_request_hook_blocks_only_what_must_be_blocked(
     assert blocked.metadata["expect_ct"]["blocked"].startswith("known.f.test is a Known")
     assert request(fine, "c.f.test").response is None  # compliant: served
     # Failing before the connection's record is found.
-    monkeypatch.setattr(loaded.addon, "_record_for_flow", raiser("lookup fault"))
+    monkeypatch.setattr(loaded.addon.judge, "record_for_flow", raiser("lookup fault"))
     assert request(fine, "c.f.test").response is None  # its record says compliant: served
     # Lazy strategy: no upstream connection yet, the host asked for enforcement: refused.
     unchecked = request(lazy, "known.f.test")
@@ -385,7 +407,7 @@ def test_failing_response_and_error_hooks_serve_and_log_once(
 def test_invalid_host_name_is_never_taken_for_a_known_host(loaded: Loaded, chains: Chains) -> None:
     # "1.2.3.256" cannot be canonicalised (a numeric last label), so it can never be Known:
     # a store look-up error must not turn into a fail-closed block.
-    assert loaded.addon._decide(upstream("1.2.3.256"), handshake(chains.non_compliant)) is True
+    assert loaded.addon.judge.decide(upstream("1.2.3.256"), handshake(chains.non_compliant)) is True
 
 
 # ----------------------------------------------------------------- the report queue
@@ -407,7 +429,9 @@ def test_report_queue_full_under_many_reports_never_blocks(
         loaded.store.observe(host, max_age=3600, enforce=False, report_uri=uri)
     try:
         for host in hosts:
-            assert loaded.addon._decide(upstream(host), handshake(chains.non_compliant)) is True
+            assert (
+                loaded.addon.judge.decide(upstream(host), handshake(chains.non_compliant)) is True
+            )
         sender = loaded.addon.sender
         assert sender is not None
         assert 45 <= sender.dropped <= 50  # 150 - (at most 1 in delivery) - 100 queued

@@ -44,7 +44,7 @@ def events(loaded: Loaded) -> list[dict[str, Any]]:
 def compliant_upstream(loaded: Loaded, world: World) -> connection.Server:
     upstream = connection.Server(address=(HOST, 443), sni=HOST)
     chain = (world.compliant.cert, world.public_inter.cert)
-    assert loaded.addon._decide(upstream, handshake(chain)) is True
+    assert loaded.addon.judge.decide(upstream, handshake(chain)) is True
     return upstream
 
 

@@ -179,7 +179,7 @@ class Commands:
             if not isinstance(f, http.HTTPFlow) or not f.server_conn.certificate_list:
                 counts["without certificates"] += 1
                 continue
-            record = self.core.reevaluate(f)
+            record = self.core.judge.reevaluate(f)
             counts[
                 "compliant"
                 if record.verdict.compliant
