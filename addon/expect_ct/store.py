@@ -288,6 +288,17 @@ def _effective_max_age(max_age: int, cap: int | None) -> int:
     return capped
 
 
+def _add_expiry_ms(key: str, expires: datetime, now_ms: int) -> int:
+    """``expires`` in ms for an add of ``key``; ValueError if it is already in the past."""
+    expires_ms = _to_ms(expires)
+    if expires_ms < now_ms:
+        raise ValueError(
+            f"cannot add {key}: expiry {expires.isoformat()} is in the past "
+            f"(now is {_from_ms(now_ms).isoformat()})"
+        )
+    return expires_ms
+
+
 def _check_cap(max_age_cap: int | None) -> None:
     # Checked before anything is opened: a cap of 0 would turn every header into a removal,
     # and a negative one into a failure at the next header (issue 17, attack 9).

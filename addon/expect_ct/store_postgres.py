@@ -34,11 +34,10 @@ from datetime import datetime
 from expect_ct.store import Action
 from expect_ct.store import KnownHost
 from expect_ct.store import StoreError
+from expect_ct.store import _add_expiry_ms
 from expect_ct.store import _check_cap
 from expect_ct.store import _effective_max_age
-from expect_ct.store import _from_ms
 from expect_ct.store import _now_ms
-from expect_ct.store import _to_ms
 from expect_ct.store import canonical_host
 from expect_ct.store_postgres_replica import Replica
 from expect_ct.store_postgres_setup import CHANNEL
@@ -196,12 +195,7 @@ class PostgresStore:
         """Make ``host`` Known until ``expires`` (preload seeding); see KnownHostStore.add."""
         key = canonical_host(host)
         now_ms = _now_ms(now)
-        expires_ms = _to_ms(expires)
-        if expires_ms < now_ms:
-            raise ValueError(
-                f"cannot add {key}: expiry {expires.isoformat()} is in the past "
-                f"(now is {_from_ms(now_ms).isoformat()})"
-            )
+        expires_ms = _add_expiry_ms(key, expires, now_ms)
         write = Write(
             "add", key, now_ms, expires_ms=expires_ms, enforce=enforce, report_uri=report_uri
         )

@@ -41,13 +41,12 @@ from expect_ct.store import SCHEMA_VERSION
 from expect_ct.store import Action
 from expect_ct.store import KnownHost
 from expect_ct.store import StoreError
+from expect_ct.store import _add_expiry_ms
 from expect_ct.store import _check_cap
 from expect_ct.store import _effective_max_age
-from expect_ct.store import _from_ms
 from expect_ct.store import _known_host
 from expect_ct.store import _now_ms
 from expect_ct.store import _Row
-from expect_ct.store import _to_ms
 from expect_ct.store import canonical_host
 
 __all__ = ["BUSY_TIMEOUT_SECONDS", "KnownHostStore"]
@@ -417,12 +416,7 @@ class KnownHostStore:
         """
         key = canonical_host(host)
         now_ms = _now_ms(now)
-        expires_ms = _to_ms(expires)
-        if expires_ms < now_ms:
-            raise ValueError(
-                f"cannot add {key}: expiry {expires.isoformat()} is in the past "
-                f"(now is {_from_ms(now_ms).isoformat()})"
-            )
+        expires_ms = _add_expiry_ms(key, expires, now_ms)
         with self._connection(f"add {key}") as conn:
             with self._write_transaction(conn):
                 row = self._select(conn, key)
