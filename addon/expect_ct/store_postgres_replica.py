@@ -240,22 +240,11 @@ class Replica:
             count = len(self.rows)
             self.rows.clear()
             return count
-        if write.kind == "forget" or (write.kind == "observe" and write.max_age == 0):
+        if write.removes:
             self.rows.pop(write.key, None)
             if write.kind == "forget":
                 return known
             return ("removed" if known else "ignored"), None
-        noted_ms = row[4] if (row is not None and known) else write.now_ms
-        expires_ms = (
-            write.now_ms + write.max_age * 1000 if write.kind == "observe" else write.expires_ms
-        )
-        new_row: _Row = (
-            write.key,
-            int(write.enforce),
-            write.report_uri,
-            expires_ms,
-            noted_ms,
-            write.now_ms,
-        )
+        new_row = write.new_row(row[4] if (row is not None and known) else None)
         self.rows[write.key] = new_row
         return ("updated" if known else "noted"), _known_host(new_row)

@@ -56,6 +56,20 @@ class Write:
     enforce: bool = False
     report_uri: str | None = None
 
+    @property
+    def removes(self) -> bool:
+        """True for a write that deletes the host's entry (forget, or an observe of max-age 0)."""
+        return self.kind == "forget" or (self.kind == "observe" and self.max_age == 0)
+
+    def new_row(self, kept_noted_ms: int | None) -> _Row:
+        """The row an observe or add stores; ``kept_noted_ms`` is the noted time of the entry
+        when the host is still Known (kept across updates), None otherwise."""
+        expires_ms = (
+            self.now_ms + self.max_age * 1000 if self.kind == "observe" else self.expires_ms
+        )
+        noted_ms = self.now_ms if kept_noted_ms is None else kept_noted_ms
+        return (self.key, int(self.enforce), self.report_uri, expires_ms, noted_ms, self.now_ms)
+
 
 class Writer:
     """Commits writes to the database and queues them while it is unreachable. Thread-safe.
@@ -116,12 +130,7 @@ class Writer:
                         raise self._database.pg.OperationalError("no connection")
                     return self._commit(conn, write)
                 except self._database.pg.Error as e:
-                    if not is_broken(conn):
-                        raise StoreError(
-                            f"Expect-CT store {location}: cannot {doing}: "
-                            f"{self._database.explain(e)}"
-                        ) from None
-                    self.went_down(self._database.explain(e))
+                    self._refused_or_down(conn, e, doing)
             # Down, or writes queued before this one: keep the order, let the thread retry.
             provisional = self._replica.apply_pending(write)
             self._queue.append(write)
@@ -145,15 +154,22 @@ class Writer:
                 try:
                     return conn.execute(sql, params)
                 except self._database.pg.Error as e:
-                    if not is_broken(conn):
-                        raise StoreError(
-                            f"Expect-CT store {location}: cannot {doing}: "
-                            f"{self._database.explain(e)}"
-                        ) from None
-                    self.went_down(self._database.explain(e))
+                    self._refused_or_down(conn, e, doing)
         raise StoreUnavailable(
             f"Expect-CT store {location} unreachable ({self._down_reason}): cannot {doing} now"
         )
+
+    def _refused_or_down(
+        self, conn: psycopg.Connection[Any] | None, error: Exception, doing: str
+    ) -> None:
+        """After ``error``: StoreError when the database refused the statement on a working
+        connection; otherwise the database went away, so mark it down (caller queues)."""
+        reason = self._database.explain(error)
+        if not is_broken(conn):
+            raise StoreError(
+                f"Expect-CT store {self._database.location}: cannot {doing}: {reason}"
+            ) from None
+        self.went_down(reason)
 
     def _commit(self, conn: psycopg.Connection[Any], write: Write) -> Any:
         """Run one write in one transaction; update the replica after the commit."""
@@ -177,7 +193,7 @@ class Writer:
                     (write.key,),
                 ).fetchone()
                 known = found is not None and found[0] >= write.now_ms
-                if write.kind == "forget" or (write.kind == "observe" and write.max_age == 0):
+                if write.removes:
                     if found is not None:
                         conn.execute(
                             "DELETE FROM expect_ct_known_hosts WHERE host = %s", (write.key,)
@@ -193,20 +209,8 @@ class Writer:
                         )
                     )
                 else:
-                    noted_ms = found[1] if (found is not None and known) else write.now_ms
-                    expires_ms = (
-                        write.now_ms + write.max_age * 1000
-                        if write.kind == "observe"
-                        else write.expires_ms
-                    )
-                    new_row: _Row = (
-                        write.key,
-                        int(write.enforce),
-                        write.report_uri,
-                        expires_ms,
-                        noted_ms,
-                        write.now_ms,
-                    )
+                    new_row = write.new_row(found[1] if (found is not None and known) else None)
+                    _, _, _, expires_ms, noted_ms, _ = new_row
                     (version,) = conn.execute(
                         "INSERT INTO expect_ct_known_hosts (host, enforce, report_uri, "
                         "expires_ms, noted_ms, last_observed_ms, version) "
