@@ -223,11 +223,13 @@ def one_line(text: str, limit: int = 300) -> str:
     if text.isprintable() and "\\" not in text:
         cleaned = text  # the common case, checked at C speed: this runs for every flow
     else:
-        cleaned = "".join(ch if ch.isprintable() and ch != "\\" else _escape(ch) for ch in text)
+        cleaned = "".join(ch if ch.isprintable() and ch != "\\" else escape_char(ch) for ch in text)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
-def _escape(char: str) -> str:
+def escape_char(char: str) -> str:
+    """``char`` as a Python string-literal escape (``\\xNN``, ``\\uNNNN``, ``\\UNNNNNNNN``,
+    ``\\\\``); ``ctview`` shows server text with the same escapes."""
     # Python's escape forms: "\x" takes exactly two hex digits, so U+202E (a bidi override)
     # or U+DCFF (an invalid UTF-8 byte mitmproxy decoded with surrogateescape) shown as
     # "\x202e" would read as "\x20" followed by "2e".
