@@ -145,32 +145,24 @@ class Reporting:
     ) -> str:
         """Queue a report; returns what happened to it so far (queued, suppressed, disabled)."""
         self.faults.stats["reports"] += 1
+        suppressed_because: str | None = None
         if not test_report and not self.dedupe.should_send(host, port, report_uri, now):
-            self._report_event(
-                host,
-                port,
-                report_uri,
-                "suppressed",
-                body,
-                "a report for this host, port and report-uri was sent in the last hour",
+            suppressed_because = (
+                "a report for this host, port and report-uri was sent in the last hour"
             )
-            return "suppressed"
-        if (
+        elif (
             not test_report
             and self.sender is not None
             and self.claim is not None
             and not self.claim(claim_key(host, port, report_uri), int(self.dedupe.ttl))
         ):
             self.faults.stats["reports_fleet_suppressed"] += 1
-            self._report_event(
-                host,
-                port,
-                report_uri,
-                "suppressed",
-                body,
+            suppressed_because = (
                 "another proxy sharing the Known Expect-CT Hosts store sent a report for this "
-                "host, port and report-uri in the last hour",
+                "host, port and report-uri in the last hour"
             )
+        if suppressed_because is not None:
+            self._report_event(host, port, report_uri, "suppressed", body, suppressed_because)
             return "suppressed"
         if self.sender is None:
             self._report_event(host, port, report_uri, "disabled", body, "expect_ct_reports=off")
