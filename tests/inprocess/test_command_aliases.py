@@ -23,6 +23,7 @@ from mitmproxy.test import tflow
 
 from expect_ct.addon import ExpectCT
 from support.inprocess import handshake
+from support.inprocess import load_addon
 from support.world import World
 
 HOST = "localhost"
@@ -50,16 +51,9 @@ class Console:
 
 @pytest.fixture
 def console(world: World, tmp_path: Path) -> Iterator[Console]:
-    addon, view = ExpectCT(), View()
-    with taddons.context(view, addon) as tctx:
-        tctx.configure(
-            addon,
-            confdir=str(tmp_path / "confdir"),
-            ssl_verify_upstream_trusted_ca=str(world.upstream_trust_pem),
-            expect_ct_public_roots=str(world.public_roots_pem),
-            expect_ct_log_list=str(world.log_list),
-            expect_ct_store=str(tmp_path / "known.sqlite3"),
-        )
+    view = View()
+    with load_addon(world, tmp_path, also=[view]) as loaded:
+        addon = loaded.addon
         # One flow on a compliant connection that noted the host (enforce).
         upstream = connection.Server(address=(HOST, 443), sni=HOST)
         leaf = world.compliant.cert
@@ -74,10 +68,7 @@ def console(world: World, tmp_path: Path) -> Iterator[Console]:
         addon.request(flow)
         addon.response(flow)
         view.add([flow])
-        try:
-            yield Console(tctx, addon, view)
-        finally:
-            addon.done()  # taddons.context never calls done()
+        yield Console(loaded.tctx, addon, view)
 
 
 def test_every_old_name_gives_what_its_new_name_gives(console: Console, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from expect_ct import ctview
 from expect_ct.addon import ExpectCT
 from support import pki
 from support.inprocess import handshake as no_scts
+from support.inprocess import load_addon
 from support.origins import http_response
 from support.origins import openssl_origin
 from support.world import World
@@ -50,24 +51,13 @@ class Running:
 
 @pytest.fixture
 def running(world: World, tmp_path: Path) -> Iterator[Running]:
-    addon = ExpectCT()
-    # The view comes with the addon on every launch path (registered in its load()).
-    views = addon.contentview
-    with taddons.context(TlsConfig(), addon) as tctx:
-        tctx.configure(
-            addon,
-            confdir=str(tmp_path / "confdir"),
-            ssl_verify_upstream_trusted_ca=str(world.upstream_trust_pem),
-            expect_ct_public_roots=str(world.public_roots_pem),
-            expect_ct_log_list=str(world.log_list),
-            expect_ct_store=str(tmp_path / "known.sqlite3"),
-        )
+    with load_addon(world, tmp_path, also=[TlsConfig()]) as loaded:
+        # The view comes with the addon on every launch path (registered in its load()).
+        views = loaded.addon.contentview
         try:
-            yield Running(tctx, addon, views)
+            yield Running(loaded.tctx, loaded.addon, views)
         finally:
-            # taddons.context never calls done().
-            views.done()
-            addon.done()
+            views.done()  # taddons.context never calls done(); load_addon ends the addon
     assert all(name.lower() != VIEW.lower() for name in view_names())
 
 

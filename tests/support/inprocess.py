@@ -1,6 +1,6 @@
 """The addon in-process (mitmproxy.test.taddons), configured for the test world.
 
-Shared by test_addon.py and test_faults.py, so both run the addon loaded the same way: the
+Shared by the in-process tests, so all run the addon loaded the same way: the
 roots and log list of the test world, and a fresh store file under the test's tmp_path; and
 both hand its blocking decision handshakes of the same shape (``handshake``).
 """
@@ -8,6 +8,7 @@ both hand its blocking decision handshakes of the same shape (``handshake``).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +42,16 @@ class Loaded:
 
 
 @contextmanager
-def load_addon(world: World, tmp_path: Path, **options: object) -> Iterator[Loaded]:
-    """ExpectCT in a taddons context; ``options`` are set on top of the test world's."""
+def load_addon(
+    world: World, tmp_path: Path, *, also: Sequence[object] = (), **options: object
+) -> Iterator[Loaded]:
+    """ExpectCT in a taddons context; ``options`` are set on top of the test world's.
+
+    ``also``: mitmproxy addons loaded before it (a View, TlsConfig) for tests that need them.
+    """
     addon = ExpectCT()
     store_path = tmp_path / "known.sqlite3"
-    with taddons.context(addon) as tctx:
+    with taddons.context(*also, addon) as tctx:
         tctx.configure(
             addon,
             confdir=str(tmp_path / "confdir"),
