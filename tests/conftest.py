@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from support.listserver import ListServer
+from support.listserver import list_server
 from support.world import World
 from support.world import make_world
 
@@ -31,3 +35,12 @@ def curl() -> str:
     if path is None:
         pytest.fail("curl is required for the end-to-end tests (apt-get install curl)")
     return path
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Iterator[ListServer]:
+    """A log-list mirror over HTTPS on 127.0.0.1, serving files from ``tmp_path/mirror``."""
+    directory = tmp_path / "mirror"
+    directory.mkdir()
+    with list_server(directory) as server:
+        yield server

@@ -12,20 +12,11 @@ from pathlib import Path
 import pytest
 
 from expect_ct.store import KnownHostStore
+from support.cli import run_cli
 from support.proxy import REPO
 from support.proxy import Mitmdump
 
 UTC = datetime.UTC
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "expect_ct", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
 
 
 def test_no_arguments_prints_the_checkout_script_path() -> None:

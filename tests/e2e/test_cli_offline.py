@@ -17,7 +17,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 import support
 from expect_ct.loglist import LogList
 from support import pki
+from support.cli import run_cli
 from support.httpsorigin import Origin
 from support.httpsorigin import https_origin
 from support.proxy import Mitmdump
@@ -39,19 +39,6 @@ from support.world import proxy_options
 VECTORS = support.VECTORS
 GOOGLE_LIST = VECTORS / "google_all_logs_2026-06-20.json"
 UTC = datetime.UTC
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "expect_ct", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=cwd,
-    )
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

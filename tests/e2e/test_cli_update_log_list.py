@@ -9,16 +9,14 @@ import datetime
 import json
 import os
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from expect_ct import loglist_update as update
+from support import cli
 from support import pki
 from support.listserver import ListServer
-from support.listserver import list_server
 
 UTC = datetime.UTC
 DAY = datetime.timedelta(days=1)
@@ -28,26 +26,12 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     for name in ("HTTPS_PROXY", "https_proxy"):
         env[name] = "http://127.0.0.1:9"  # the command ignores proxy variables
-    return subprocess.run(
-        [sys.executable, "-m", "expect_ct", "update-log-list", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    return cli.run_cli("update-log-list", *args, env=env)
 
 
 @pytest.fixture(scope="module")
 def logs() -> tuple[pki.TestLog, pki.TestLog]:
     return pki.make_log("Alpha Log", "Alpha"), pki.make_log("Beta Log", "Beta")
-
-
-@pytest.fixture
-def mirror(tmp_path: Path) -> Iterator[ListServer]:
-    directory = tmp_path / "mirror"
-    directory.mkdir()
-    with list_server(directory) as server:
-        yield server
 
 
 def apple_list(logs: tuple[pki.TestLog, ...], version: int) -> bytes:

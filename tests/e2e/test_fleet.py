@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import os
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import pytest
 import support
 from expect_ct import store as storemod
 from support import pki
+from support.cli import run_cli
 from support.collector import Collector
 from support.collector import https_collector
 from support.collector import make_collector_pki
@@ -165,12 +165,12 @@ def test_cli_hosts_and_forget_work_on_the_fleet_database(fleet: Fleet) -> None:
     time.sleep(REPLICA_DELAY)
     assert status(fleet.b, "https://forgotten.fleet.test/") == 502
 
-    listed = cli("hosts", "--json", "--store", fleet.url)
+    listed = run_cli("hosts", "--json", "--store", fleet.url)
     assert listed.returncode == 0, listed.stderr
     assert '"host": "forgotten.fleet.test"' in listed.stdout
     assert PASSWORD not in listed.stdout + listed.stderr
 
-    forgot = cli("forget", "forgotten.fleet.test", "--store", fleet.url)
+    forgot = run_cli("forget", "forgotten.fleet.test", "--store", fleet.url)
     assert forgot.returncode == 0, forgot.stderr
     assert "forgotten" in forgot.stdout
     time.sleep(REPLICA_DELAY)
@@ -305,18 +305,6 @@ def test_bad_databases_are_one_line_at_startup(
         assert "Traceback" not in text, (case, text)
         assert PASSWORD not in text and "wrong-" not in text, (case, text)
         assert not list(Path.cwd().glob("postgresql:*")), "a spec was taken as a file name"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    return subprocess.run(
-        [sys.executable, "-m", "expect_ct", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
 
 
 def test_a_small_load_over_three_proxies_one_killed(

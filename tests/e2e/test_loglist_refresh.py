@@ -20,7 +20,6 @@ from support import pki
 from support.httpsorigin import Origin
 from support.httpsorigin import https_origin
 from support.listserver import ListServer
-from support.listserver import list_server
 from support.mitmweb import Mitmweb
 from support.proxy import Mitmdump
 from support.world import World
@@ -38,14 +37,6 @@ def google_list(world: World, *, age_days: float, version: str) -> bytes:
     )
     document["version"] = version
     return json.dumps(document).encode()
-
-
-@pytest.fixture
-def mirror(tmp_path: Path) -> Iterator[ListServer]:
-    directory = tmp_path / "mirror"
-    directory.mkdir()
-    with list_server(directory) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import os
 import queue
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from expect_ct.loglist_updater import LogListUpdater
 from expect_ct.loglist_updater import retry_delay
 from support import pki
 from support.listserver import ListServer
-from support.listserver import list_server
 
 UTC = datetime.UTC
 NOW = datetime.datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -67,14 +65,6 @@ def google_list(
     )
     document["version"] = version
     return json.dumps(document).encode()
-
-
-@pytest.fixture
-def mirror(tmp_path: Path) -> Iterator[ListServer]:
-    directory = tmp_path / "mirror"
-    directory.mkdir()
-    with list_server(directory) as server:
-        yield server
 
 
 @pytest.fixture
