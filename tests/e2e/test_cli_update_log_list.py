@@ -17,6 +17,7 @@ from expect_ct import loglist_update as update
 from support import cli
 from support import pki
 from support.listserver import ListServer
+from support.listserver import apple_list
 
 UTC = datetime.UTC
 DAY = datetime.timedelta(days=1)
@@ -32,12 +33,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def logs() -> tuple[pki.TestLog, pki.TestLog]:
     return pki.make_log("Alpha Log", "Alpha"), pki.make_log("Beta Log", "Beta")
-
-
-def apple_list(logs: tuple[pki.TestLog, ...], version: int) -> bytes:
-    document = pki.log_list_json([pki.LogEntry(log) for log in logs], schema="apple")
-    document["version"] = str(version)
-    return json.dumps(document).encode()
 
 
 def from_mirror(mirror: ListServer, confdir: Path) -> subprocess.CompletedProcess[str]:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from expect_ct import loglist_update as update
+from support import listserver
 from support import pki
 from support.httpsorigin import Origin
 from support.httpsorigin import https_origin
@@ -32,11 +33,7 @@ HOST = "shop.test"
 def google_list(world: World, *, age_days: float, version: str) -> bytes:
     """The test world's two logs as a Google v3 list dated ``age_days`` ago."""
     stamp = datetime.datetime.now(UTC) - age_days * DAY
-    document = pki.log_list_json(
-        [pki.LogEntry(world.log_a), pki.LogEntry(world.log_b)], timestamp=stamp
-    )
-    document["version"] = version
-    return json.dumps(document).encode()
+    return listserver.google_list((world.log_a, world.log_b), version, stamp)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,10 @@ closes the listening socket (connection refused) and ``up()`` serves again on th
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import http.server
+import json
 import ssl
 import threading
 from collections.abc import Iterator
@@ -108,3 +110,22 @@ def list_server(directory: Path) -> Iterator[ListServer]:
         yield server
     finally:
         server.down()
+
+
+def apple_list(logs: tuple[pki.TestLog, ...], version: int, asset: int = 1) -> bytes:
+    """``logs`` as the body of an Apple-schema list, as a mirror serves it."""
+    document = pki.log_list_json([pki.LogEntry(log) for log in logs], schema="apple")
+    document["version"] = str(version)
+    document["assetVersion"] = asset
+    return json.dumps(document).encode()
+
+
+def google_list(
+    logs: tuple[pki.TestLog, ...], version: str, timestamp: datetime.datetime, state: str = "usable"
+) -> bytes:
+    """``logs`` (all in ``state``) as the body of a Google v3 list dated ``timestamp``."""
+    document = pki.log_list_json(
+        [pki.LogEntry(log, state=state) for log in logs], timestamp=timestamp
+    )
+    document["version"] = version
+    return json.dumps(document).encode()

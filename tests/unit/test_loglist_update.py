@@ -29,6 +29,8 @@ from expect_ct.loglist_updater import LogListUpdater
 from expect_ct.loglist_updater import retry_delay
 from support import pki
 from support.listserver import ListServer
+from support.listserver import apple_list
+from support.listserver import google_list
 
 UTC = datetime.UTC
 NOW = datetime.datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -48,23 +50,6 @@ EVENT_KEYS = {
 @pytest.fixture(scope="module")
 def logs() -> tuple[pki.TestLog, pki.TestLog]:
     return pki.make_log("Alpha Log", "Alpha"), pki.make_log("Beta Log", "Beta")
-
-
-def apple_list(logs: tuple[pki.TestLog, ...], version: int, asset: int = 1) -> bytes:
-    document = pki.log_list_json([pki.LogEntry(log) for log in logs], schema="apple")
-    document["version"] = str(version)
-    document["assetVersion"] = asset
-    return json.dumps(document).encode()
-
-
-def google_list(
-    logs: tuple[pki.TestLog, ...], version: str, timestamp: datetime.datetime, state: str = "usable"
-) -> bytes:
-    document = pki.log_list_json(
-        [pki.LogEntry(log, state=state) for log in logs], timestamp=timestamp
-    )
-    document["version"] = version
-    return json.dumps(document).encode()
 
 
 @pytest.fixture
