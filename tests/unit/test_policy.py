@@ -16,9 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 import support
-from expect_ct.loglist import Log
 from expect_ct.loglist import LogList
-from expect_ct.loglist import LogState
 from expect_ct.loglist import datetime_to_ms
 from expect_ct.policy import POLICIES
 from expect_ct.policy import SCTCheck
@@ -29,6 +27,7 @@ from expect_ct.policy import evaluate
 from expect_ct.sct import SCT
 from expect_ct.sct import Source
 from support import pki
+from support.logs import synthetic_log
 
 UTC = datetime.UTC
 DAY = datetime.timedelta(days=1)
@@ -43,28 +42,6 @@ RETIRED_AT = datetime.datetime(2026, 2, 1, tzinfo=UTC)
 OPERATOR_CHANGE = datetime.datetime(2026, 1, 15, tzinfo=UTC)
 EARLY = datetime_to_ms(datetime.datetime(2026, 1, 1, 0, 10, tzinfo=UTC))  # before both
 LATE = datetime_to_ms(datetime.datetime(2026, 2, 15, tzinfo=UTC))  # after both
-
-
-def synthetic_log(
-    name: str,
-    operator: str,
-    state: str | None = "usable",
-    since: datetime.datetime = datetime.datetime(2025, 1, 1, tzinfo=UTC),
-    previous: tuple[tuple[str, datetime.datetime], ...] = (),
-) -> Log:
-    key = name.encode()
-    return Log(
-        log_id=hashlib.sha256(key).digest(),
-        key=key,
-        description=name,
-        operator=operator,
-        url=None,
-        state=LogState(state) if state else None,
-        state_since=since if state else None,
-        mmd=86400,
-        temporal_interval=None,
-        previous_operators=previous,
-    )
 
 
 LOGS = {

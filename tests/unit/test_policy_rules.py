@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import base64
 import datetime
-import hashlib
 import json
 from importlib import resources
 
 import pytest
 
 from expect_ct.loglist import Log
-from expect_ct.loglist import LogState
 from expect_ct.loglist import datetime_to_ms
 from expect_ct.policy import POLICIES
 from expect_ct.policy import SCTCheck
@@ -27,6 +25,7 @@ from expect_ct.policy import freshness_limit
 from expect_ct.policy import is_timely
 from expect_ct.sct import SCT
 from expect_ct.sct import Source
+from support.logs import synthetic_log as make_log
 
 UTC = datetime.UTC
 DAY = datetime.timedelta(days=1)
@@ -37,35 +36,6 @@ ISSUED = NOT_BEFORE + datetime.timedelta(minutes=5)
 EVENT = datetime.datetime(2026, 10, 10, tzinfo=UTC)  # a retirement, read-only date, etc.
 CHROMES = ("chrome", "chrome-pre148")
 EMB, TLS, OCSP = Source.EMBEDDED, Source.TLS_EXTENSION, Source.OCSP
-
-
-def make_log(
-    name: str,
-    operator: str,
-    state: str | None = "usable",
-    since: datetime.datetime = datetime.datetime(2025, 1, 1, tzinfo=UTC),
-    *,
-    tiled: bool = False,
-    interval: tuple[datetime.datetime, datetime.datetime] | None = None,
-    previous: tuple[tuple[str, datetime.datetime], ...] = (),
-    unknown_state: str | None = None,
-    key: bytes | None = None,
-) -> Log:
-    key = key if key is not None else name.encode()
-    return Log(
-        log_id=hashlib.sha256(key).digest(),
-        key=key,
-        description=name,
-        operator=operator,
-        url=None,
-        state=LogState(state) if state else None,
-        state_since=since if state else None,
-        mmd=86400,
-        temporal_interval=interval,
-        previous_operators=previous,
-        tiled=tiled,
-        unknown_state=unknown_state,
-    )
 
 
 G1, G2 = make_log("G1", "Google"), make_log("G2", "Google")
